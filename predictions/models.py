@@ -1,0 +1,322 @@
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from . import crypto
+
+# Replicate's owner and model names: lowercase letters, digits, dashes, underscores, dots.
+NAME_VALIDATOR = RegexValidator(
+    r"^[a-z0-9][a-z0-9._-]*\Z",
+    "Use lowercase letters, digits, '-', '_' or '.', starting with a letter or digit "
+    "(as in replicate.com/<owner>/<name>).",
+)
+VERSION_VALIDATOR = RegexValidator(
+    r"^[0-9a-f]{64}\Z", "A version id is 64 lowercase hexadecimal characters."
+)
+
+User = AbstractBaseUser | AnonymousUser
+
+
+class ApiTokenQuerySet(models.QuerySet):
+    def usable(self) -> "ApiTokenQuerySet":
+        return self.filter(enabled=True)
+
+    def default(self) -> "ApiToken | None":
+        return self.usable().filter(is_default=True).first()
+
+
+class ApiToken(models.Model):
+    """A Replicate API token, encrypted at rest; only its last four characters are shown."""
+
+    label = models.CharField(max_length=100, unique=True)
+    ciphertext = models.TextField(editable=False)
+    last_four = models.CharField(max_length=4, editable=False)
+    base_url = models.URLField(
+        "API base URL",
+        default="https://api.replicate.com",
+        help_text="Without /v1. The built-in sandbox is http://<host>:<port>/sandbox.",
+    )
+    enabled = models.BooleanField(default=True)
+    is_default = models.BooleanField(
+        "default", default=False, help_text="Used by catalogue models that name no token."
+    )
+    account_name = models.CharField(
+        max_length=200, blank=True, editable=False, help_text="Set by the 'verify' action."
+    )
+    verified_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "API token"
+        ordering = ["label"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"], condition=Q(is_default=True), name="one_default_token"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.masked})"
+
+    @property
+    def masked(self) -> str:
+        return f"…{self.last_four}" if self.last_four else "—"
+
+    def set_token(self, plaintext: str) -> None:
+        plaintext = plaintext.strip()
+        self.ciphertext = crypto.encrypt(plaintext)
+        self.last_four = plaintext[-4:]
+
+    def get_token(self) -> str:
+        """The plaintext token; raises crypto.TokenKeyError rather than return ciphertext."""
+        return crypto.decrypt(self.ciphertext)
+
+
+class CatalogModelQuerySet(models.QuerySet):
+    def runnable_by(self, user: User) -> "CatalogModelQuerySet":
+        """Enabled models whose allowed groups are empty or include one of the user's."""
+        enabled = self.filter(enabled=True)
+        if not user.is_authenticated:
+            return enabled.none()
+        if user.is_superuser:
+            return enabled
+        return enabled.filter(
+            Q(allowed_groups__isnull=True) | Q(allowed_groups__in=user.groups.all())
+        ).distinct()
+
+
+class CatalogModel(models.Model):
+    """A Replicate model the team may run, with its cached schema and admin-set inputs."""
+
+    owner = models.CharField(max_length=100, validators=[NAME_VALIDATOR])
+    name = models.CharField(max_length=100, validators=[NAME_VALIDATOR])
+    version = models.CharField(
+        max_length=64,
+        blank=True,
+        validators=[VERSION_VALIDATOR],
+        help_text="Pin a version id; empty runs the model's latest version.",
+    )
+    title = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    cover_image_url = models.URLField(blank=True)
+    input_schema = models.JSONField(default=dict, blank=True, editable=False)
+    output_schema = models.JSONField(default=dict, blank=True, editable=False)
+    schema_version = models.CharField(max_length=64, blank=True, editable=False)
+    schema_fetched_at = models.DateTimeField(null=True, blank=True, editable=False)
+    default_input = models.JSONField(
+        default=dict, blank=True, help_text="Values prefilled in the form, e.g. {\"seed\": 42}."
+    )
+    hidden_inputs = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Input names not shown to users; their default (or the one above) is sent.",
+    )
+    enabled = models.BooleanField(default=True)
+    allowed_groups = models.ManyToManyField(
+        Group, blank=True, help_text="Who may run it; empty means everyone."
+    )
+    token = models.ForeignKey(
+        ApiToken,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        help_text="Empty uses the default token.",
+    )
+    deadline_seconds = models.PositiveIntegerField(
+        default=30 * 60, help_text="A prediction still running after this is canceled."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = CatalogModelQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "catalogue model"
+        ordering = ["owner", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="unique_catalog_model")
+        ]
+
+    def __str__(self) -> str:
+        return self.ref
+
+    @property
+    def ref(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+    @property
+    def display_title(self) -> str:
+        return self.title or self.ref
+
+    @property
+    def streams_text(self) -> bool:
+        """Cog marks token-streaming outputs as a concatenated iterator of strings."""
+        schema = self.output_schema or {}
+        return (
+            schema.get("type") == "array"
+            and schema.get("x-cog-array-type") == "iterator"
+            and schema.get("items", {}).get("type") == "string"
+        )
+
+    def clean(self) -> None:
+        if not isinstance(self.default_input, dict):
+            raise ValidationError({"default_input": "Enter a JSON object, e.g. {\"seed\": 42}."})
+        if not isinstance(self.hidden_inputs, list) or not all(
+            isinstance(name, str) for name in self.hidden_inputs
+        ):
+            raise ValidationError({"hidden_inputs": "Enter a JSON list of input names."})
+
+    def resolve_token(self) -> ApiToken | None:
+        if self.token_id and self.token and self.token.enabled:
+            return self.token
+        return ApiToken.objects.default()
+
+
+class PredictionQuerySet(models.QuerySet):
+    def visible_to(self, user: User) -> "PredictionQuerySet":
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_staff:
+            return self
+        shared = Prediction.shared_with.through.objects.filter(user_id=user.pk).values(
+            "prediction_id"
+        )
+        return self.filter(Q(owner_id=user.pk) | Q(pk__in=shared))
+
+    def active(self) -> "PredictionQuerySet":
+        return self.filter(status__in=Prediction.ACTIVE_STATUSES)
+
+    def stale(self, age: timedelta) -> "PredictionQuerySet":
+        """Active predictions nobody has touched for `age`: their runner probably died."""
+        return self.active().filter(updated_at__lt=timezone.now() - age)
+
+
+class Prediction(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        STARTING = "starting"
+        PROCESSING = "processing"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELED = "canceled"
+
+    class Source(models.TextChoices):
+        WEB = "web"
+        WEBSOCKET = "websocket"
+        API = "api"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.STARTING, Status.PROCESSING)
+    TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="predictions"
+    )
+    model = models.ForeignKey(
+        CatalogModel, null=True, on_delete=models.SET_NULL, related_name="predictions"
+    )
+    # Kept as text so history survives a model leaving the catalogue.
+    model_ref = models.CharField("model", max_length=201)
+    version = models.CharField(max_length=64, blank=True)
+    input = models.JSONField(default=dict)
+    # The input's values as one string, for the history's search.
+    input_text = models.TextField(blank=True, editable=False)
+    status = models.CharField(max_length=16, choices=Status, default=Status.QUEUED)
+    upstream_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    text_output = models.TextField(blank=True)
+    logs = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    event_seq = models.PositiveIntegerField(default=0)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    source = models.CharField(max_length=16, choices=Source, default=Source.WEB)
+    shared_with = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="shared_predictions"
+    )
+
+    objects = PredictionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="prediction_owner_created"),
+            models.Index(fields=["status"], name="prediction_status"),
+            models.Index(fields=["model", "-created_at"], name="prediction_model_created"),
+            models.Index(fields=["-created_at"], name="prediction_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_ref} · {self.id}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        self.input_text = input_as_text(self.input)
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "input" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "input_text"}
+        super().save(*args, **kwargs)
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def is_canceling(self) -> bool:
+        return self.is_active and self.cancel_requested_at is not None
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.completed_at:
+            return self.completed_at - self.created_at
+        return None
+
+
+def input_as_text(value: object) -> str:
+    """Flatten an input's string and number values (not its keys) for searching."""
+    if isinstance(value, dict):
+        return " ".join(filter(None, (input_as_text(v) for v in value.values())))
+    if isinstance(value, list):
+        return " ".join(filter(None, (input_as_text(v) for v in value)))
+    if value is None or isinstance(value, bool):
+        return ""
+    text = str(value)
+    # Data URIs are file contents, not words anyone searches for.
+    return "" if text.startswith("data:") else text
+
+
+class OutputFile(models.Model):
+    """A copy of an output file in our storage: Replicate's URLs expire within the hour."""
+
+    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="files")
+    position = models.PositiveIntegerField(default=0)
+    file = models.FileField(upload_to="outputs/%Y/%m/%d/")
+    content_type = models.CharField(max_length=100)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    original_url = models.URLField(max_length=2000)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["prediction", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["prediction", "position"], name="unique_output_position")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prediction_id} #{self.position}"

@@ -1,0 +1,3 @@
+"""Websocket routes (mounted by project/asgi.py)."""
+
+websocket_urlpatterns: list = []

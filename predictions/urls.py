@@ -1,0 +1,16 @@
+from django.urls import path
+
+from . import views, webhooks
+
+app_name = "predictions"
+
+urlpatterns = [
+    path("", views.catalogue, name="catalogue"),
+    path("models/<str:owner>/<str:name>/", views.model_page, name="model"),
+    path("predictions/", views.history, name="history"),
+    path("predictions/<uuid:pk>/", views.prediction_detail, name="detail"),
+    path("predictions/<uuid:pk>/cancel/", views.prediction_cancel, name="cancel"),
+    path("predictions/<uuid:pk>/rerun/", views.prediction_rerun, name="rerun"),
+    path("predictions/<uuid:pk>/files/<int:position>/", views.output_file, name="file"),
+    path("webhooks/replicate/", webhooks.replicate_webhook, name="webhook"),
+]
