@@ -4,9 +4,8 @@ The first key encrypts; all keys decrypt, so a rotation is "put a new key first,
 `manage.py rotate_token_keys`, then drop the old key".
 """
 
-from cryptography.fernet import InvalidToken, MultiFernet
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
-from cryptography.fernet import Fernet
 
 
 class TokenKeyError(Exception):
@@ -16,7 +15,9 @@ class TokenKeyError(Exception):
 def _fernet() -> MultiFernet:
     keys = settings.TOKEN_ENCRYPTION_KEYS
     if not keys:
-        raise TokenKeyError("No TOKEN_ENCRYPTION_KEYS are configured; stored tokens are unreadable.")
+        raise TokenKeyError(
+            "No TOKEN_ENCRYPTION_KEYS are configured; stored tokens are unreadable."
+        )
     return MultiFernet([Fernet(key) for key in keys])
 
 

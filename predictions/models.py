@@ -114,7 +114,7 @@ class CatalogModel(models.Model):
     schema_version = models.CharField(max_length=64, blank=True, editable=False)
     schema_fetched_at = models.DateTimeField(null=True, blank=True, editable=False)
     default_input = models.JSONField(
-        default=dict, blank=True, help_text="Values prefilled in the form, e.g. {\"seed\": 42}."
+        default=dict, blank=True, help_text='Values prefilled in the form, e.g. {"seed": 42}.'
     )
     hidden_inputs = models.JSONField(
         default=list,
@@ -169,7 +169,7 @@ class CatalogModel(models.Model):
 
     def clean(self) -> None:
         if not isinstance(self.default_input, dict):
-            raise ValidationError({"default_input": "Enter a JSON object, e.g. {\"seed\": 42}."})
+            raise ValidationError({"default_input": 'Enter a JSON object, e.g. {"seed": 42}.'})
         if not isinstance(self.hidden_inputs, list) or not all(
             isinstance(name, str) for name in self.hidden_inputs
         ):
@@ -315,7 +315,9 @@ class OutputFile(models.Model):
     class Meta:
         ordering = ["prediction", "position"]
         constraints = [
-            models.UniqueConstraint(fields=["prediction", "position"], name="unique_output_position")
+            models.UniqueConstraint(
+                fields=["prediction", "position"], name="unique_output_position"
+            )
         ]
 
     def __str__(self) -> str:

@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels (as the tutorial writes it)."""
+"""ASGI entry point: HTTP through Django, websockets through Channels (the tutorial's shape)."""
 
 import os
 

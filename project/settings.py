@@ -36,7 +36,9 @@ def env_bool(name: str, default: bool) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ImproperlyConfigured(f"{name} must be one of 1/0, true/false, on/off, yes/no; got {raw!r}")
+    raise ImproperlyConfigured(
+        f"{name} must be one of 1/0, true/false, on/off, yes/no; got {raw!r}"
+    )
 
 
 def env_list(name: str, default: list[str] | None = None) -> list[str]:
@@ -205,12 +207,17 @@ def database_config() -> dict:
             },
             "TEST": {"NAME": VAR_DIR / "test.sqlite3"},
         }
+    scheme = urlsplit(raw).scheme
+    if scheme not in environ.Env.DB_SCHEMES:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL has an unknown scheme {scheme!r}; use postgres://… or sqlite:///…"
+        )
     try:
         config = environ.Env.db_url_config(raw)
     except (KeyError, ValueError) as exc:
-        raise ImproperlyConfigured(f"DATABASE_URL is not a database URL I understand: {exc}") from None
-    if not config.get("ENGINE"):
-        raise ImproperlyConfigured(f"DATABASE_URL has an unknown scheme: {raw.split(':', 1)[0]!r}")
+        raise ImproperlyConfigured(
+            f"DATABASE_URL is not a database URL I understand: {exc}"
+        ) from None
     if config["ENGINE"] == "django.db.backends.postgresql":
         # Django's psycopg 3 pool; connections go back to the pool after each request.
         config["CONN_MAX_AGE"] = 0
@@ -222,7 +229,9 @@ DATABASES = {"default": database_config()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",

@@ -1,11 +1,17 @@
-"""Shared fixtures. Tests about Redis/PostgreSQL skip when the service is not configured,
-unless REQUIRE_SERVICES=1 (as in CI), which turns a missing service into a failure."""
+"""Shared fixtures.
+
+Tests about Redis, PostgreSQL or the browser use the real thing. They skip when it is not
+there, unless REQUIRE_SERVICES=1 (as in CI), which turns a missing service into a failure.
+"""
 
 import os
+import socket
+from urllib.parse import urlsplit
 
 import pytest
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 
 
 def need_service(name: str, available: bool, why: str) -> None:
@@ -18,8 +24,18 @@ def need_service(name: str, available: bool, why: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture
+def port_open(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or default_port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
 def redis_url() -> str:
-    url = os.environ.get("REDIS_URL", "")
-    need_service("Redis", bool(url), "set REDIS_URL")
+    """REDIS_URL, else a local Redis on the default port (database 14, kept for tests)."""
+    url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    need_service("Redis", port_open(url, 6379), f"nothing answers at {url}")
     return url

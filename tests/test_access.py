@@ -1,0 +1,153 @@
+"""Who sees what: login everywhere, staff-only admin, predictions visible to owner/shared/staff."""
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.test import Client
+from django.utils import timezone
+
+from predictions.models import CatalogModel, Prediction
+
+
+@pytest.fixture
+def alice(db: None) -> User:
+    return User.objects.create_user("alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def bob(db: None) -> User:
+    return User.objects.create_user("bob", password="pw-bob-123")
+
+
+@pytest.mark.parametrize("path", ["/", "/predictions/", "/models/sandbox/text/"])
+def test_logged_out_visitors_are_sent_to_the_login_page(
+    client: Client, db: None, path: str
+) -> None:
+    response = client.get(path)
+
+    assert response.status_code == 302
+    assert response["Location"].startswith(f"/accounts/login/?next={path}")
+
+
+def test_after_login_the_user_lands_on_the_catalogue(client: Client, alice: User) -> None:
+    response = client.post(
+        "/accounts/login/", {"username": "alice", "password": "pw-alice-123"}, follow=True
+    )
+
+    assert response.redirect_chain[-1][0] == "/"
+    assert response.status_code == 200
+
+
+def test_the_login_page_itself_is_public(client: Client, db: None) -> None:
+    response = client.get("/accounts/login/")
+
+    assert response.status_code == 200
+    assert 'name="password"' in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/",
+        "/admin/predictions/apitoken/",
+        "/admin/predictions/apitoken/add/",
+        "/admin/predictions/catalogmodel/",
+        "/admin/predictions/catalogmodel/add/",
+        "/admin/predictions/prediction/",
+        "/admin/auth/user/",
+        "/admin/auth/group/",
+    ],
+)
+def test_admin_pages_render_for_staff_and_refuse_others(
+    admin_client: Client, client: Client, alice: User, path: str
+) -> None:
+    assert admin_client.get(path).status_code == 200
+
+    client.force_login(alice)
+    response = client.get(path)
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+
+
+def test_prediction_admin_is_a_read_only_record(admin_client: Client, alice: User) -> None:
+    prediction = Prediction.objects.create(
+        owner=alice, model_ref="sandbox/text", input={"prompt": "a red fox"}, upstream_id="abc123"
+    )
+
+    page = admin_client.get(f"/admin/predictions/prediction/{prediction.pk}/change/")
+    found = admin_client.get("/admin/predictions/prediction/?q=red+fox")
+    by_upstream_id = admin_client.get("/admin/predictions/prediction/?q=abc123")
+
+    assert page.status_code == 200
+    assert "a red fox" in page.content.decode()
+    assert 'name="_save"' not in page.content.decode()
+    assert str(prediction.pk)[:8] in found.content.decode()
+    assert str(prediction.pk)[:8] in by_upstream_id.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("owner", "name", "version", "message"),
+    [
+        ("Sandbox", "text", "", "Use lowercase letters"),
+        ("sandbox", "te xt", "", "Use lowercase letters"),
+        ("sandbox", "text", "abc", "64 lowercase hexadecimal"),
+    ],
+)
+def test_catalogue_admin_explains_bad_names_and_versions(
+    admin_client: Client, owner: str, name: str, version: str, message: str
+) -> None:
+    response = admin_client.post(
+        "/admin/predictions/catalogmodel/add/",
+        {
+            "owner": owner,
+            "name": name,
+            "version": version,
+            "enabled": "on",
+            "default_input": "{}",
+            "hidden_inputs": "[]",
+            "deadline_seconds": "1800",
+        },
+    )
+
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not CatalogModel.objects.exists()
+
+
+def test_predictions_are_visible_to_owner_shared_users_and_staff(alice: User, bob: User) -> None:
+    carol = User.objects.create_user("carol")
+    staff = User.objects.create_user("staff", is_staff=True)
+    own = Prediction.objects.create(owner=alice, model_ref="sandbox/text")
+    shared = Prediction.objects.create(owner=bob, model_ref="sandbox/text")
+    shared.shared_with.add(alice)
+    private = Prediction.objects.create(owner=bob, model_ref="sandbox/text")
+
+    assert set(Prediction.objects.visible_to(alice)) == {own, shared}
+    assert set(Prediction.objects.visible_to(bob)) == {shared, private}
+    assert set(Prediction.objects.visible_to(carol)) == set()
+    assert set(Prediction.objects.visible_to(staff)) == {own, shared, private}
+
+
+def test_catalogue_models_follow_their_allowed_groups(alice: User, bob: User) -> None:
+    team = Group.objects.create(name="team")
+    alice.groups.add(team)
+    open_model = CatalogModel.objects.create(owner="sandbox", name="text")
+    team_model = CatalogModel.objects.create(owner="sandbox", name="image")
+    team_model.allowed_groups.add(team)
+    CatalogModel.objects.create(owner="sandbox", name="fail", enabled=False)
+
+    assert set(CatalogModel.objects.runnable_by(alice)) == {open_model, team_model}
+    assert set(CatalogModel.objects.runnable_by(bob)) == {open_model}
+
+
+def test_active_and_stale_predictions(alice: User) -> None:
+    old = timezone.now() - timedelta(minutes=10)
+    running = Prediction.objects.create(owner=alice, model_ref="m/a", status="processing")
+    stuck = Prediction.objects.create(owner=alice, model_ref="m/a", status="starting")
+    Prediction.objects.filter(pk=stuck.pk).update(updated_at=old)
+    Prediction.objects.create(owner=alice, model_ref="m/a", status="succeeded")
+
+    assert set(Prediction.objects.active()) == {running, stuck}
+    assert list(Prediction.objects.stale(timedelta(minutes=5))) == [stuck]

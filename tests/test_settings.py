@@ -1,0 +1,140 @@
+"""Settings are parsed strictly: a bad value stops start-up with a message naming it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCTION = {
+    "DEBUG": "0",
+    "SECRET_KEY": "x" * 20 + "-production-secret-" + "y" * 30,
+    "TOKEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+    "ALLOWED_HOSTS": "console.example.com",
+}
+CONFIG_VARIABLES = [
+    "DATABASE_URL",
+    "REDIS_URL",
+    "SECRET_KEY",
+    "DEBUG",
+    "ALLOWED_HOSTS",
+    "CSRF_TRUSTED_ORIGINS",
+    "TOKEN_ENCRYPTION_KEYS",
+    "PREDICTION_EXECUTOR",
+    "PUBLIC_URL",
+    "REPLICATE_WEBHOOK_SECRET",
+    "SANDBOX_ENABLED",
+    "SANDBOX_API_TOKENS",
+    "MEDIA_ROOT",
+    "REPLICATE_API_TOKEN",
+]
+
+
+def manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """Run manage.py in a fresh process with only the given configuration variables."""
+    clean = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
+    clean.update(env, VAR_DIR=str(tmp_path / "var"))
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_embedded_mode_needs_no_variables_and_keeps_its_generated_secrets(tmp_path: Path) -> None:
+    first = manage(tmp_path, "check")
+    assert first.returncode == 0, first.stderr
+    secrets_file = tmp_path / "var" / "secrets.json"
+    generated = secrets_file.read_text()
+
+    second = manage(tmp_path, "check")
+
+    assert second.returncode == 0, second.stderr
+    assert secrets_file.read_text() == generated
+    assert oct(secrets_file.stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DEBUG", "maybe"),
+        ("SANDBOX_ENABLED", "sure"),
+        ("PREDICTION_EXECUTOR", "threads"),
+        ("DATABASE_URL", "nosuchdb://x"),
+        ("REDIS_URL", "http://localhost:6379"),
+        ("PUBLIC_URL", "console.example.com"),
+        ("TOKEN_ENCRYPTION_KEYS", "not-a-fernet-key"),
+        ("CSRF_TRUSTED_ORIGINS", "console.example.com"),
+        ("REPLICATE_WEBHOOK_SECRET", "secret-without-prefix"),
+    ],
+)
+def test_a_malformed_value_stops_start_up_naming_the_variable(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    result = manage(tmp_path, "check", **{variable: value})
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert variable in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("variable", ["SECRET_KEY", "TOKEN_ENCRYPTION_KEYS", "ALLOWED_HOSTS"])
+def test_production_refuses_to_start_without_a_secret(tmp_path: Path, variable: str) -> None:
+    env = {k: v for k, v in PRODUCTION.items() if k != variable}
+
+    result = manage(tmp_path, "check", **env)
+
+    assert result.returncode != 0
+    assert variable in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "var" / "secrets.json").exists()
+
+
+def test_celery_executor_without_redis_is_refused(tmp_path: Path) -> None:
+    result = manage(tmp_path, "check", PREDICTION_EXECUTOR="celery")
+
+    assert result.returncode != 0
+    assert "REDIS_URL" in result.stderr.strip().splitlines()[-1]
+
+
+def test_check_deploy_is_clean_with_production_variables(tmp_path: Path) -> None:
+    result = manage(
+        tmp_path,
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        **PRODUCTION,
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/console",
+        REDIS_URL="redis://127.0.0.1:6379/0",
+        PREDICTION_EXECUTOR="celery",
+        PUBLIC_URL="https://console.example.com",
+        CSRF_TRUSTED_ORIGINS="https://console.example.com",
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_postgres_url_uses_psycopg_pool_without_persistent_connections(tmp_path: Path) -> None:
+    code = (
+        "from django.conf import settings; d = settings.DATABASES['default'];"
+        "print(d['ENGINE'], d['CONN_MAX_AGE'], bool(d['OPTIONS']['pool']), d['NAME'])"
+    )
+    result = manage(
+        tmp_path,
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        code,
+        DATABASE_URL="postgres://u@db.example:5432/console",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["django.db.backends.postgresql", "0", "True", "console"]
