@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The console calls its built-in sandbox over HTTP, so it needs an address it can dial.
+SANDBOX_URL ?= http://$(if $(filter 0.0.0.0 ::,$(HOST)),127.0.0.1,$(HOST)):$(PORT)/sandbox
 
 .PHONY: run admin test test-services lint format bench worker beat clean
 
@@ -21,7 +23,7 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 
 run: $(VENV)/.runtime
 	$(BIN)/python manage.py migrate --no-input
-	$(BIN)/python manage.py setup_console
+	$(BIN)/python manage.py setup_console --sandbox-url $(SANDBOX_URL)
 	@echo
 	@echo "  Replicate console: http://$(HOST):$(PORT)/"
 	@echo "  First time? Create an admin in another terminal:  make admin"
