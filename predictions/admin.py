@@ -1,11 +1,15 @@
 import json
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
+from . import upstream
 from .models import ApiToken, CatalogModel, OutputFile, Prediction
 
 
@@ -47,16 +51,111 @@ class ApiTokenForm(forms.ModelForm):
         return super().save(commit)
 
 
+def verify_token(request: HttpRequest, token: ApiToken) -> bool:
+    """Ask Replicate who the token belongs to; record it, or say clearly why not."""
+    try:
+        # A disabled token may be checked before it is switched on.
+        creds = upstream.credentials_for(token, include_disabled=True)
+        account = upstream.call_sync(upstream.get_account, creds)
+    except upstream.UpstreamError as exc:
+        if exc.kind == "auth" and token.verified_at:
+            # A rejected token must not keep looking verified.
+            token.account_name, token.verified_at = "", None
+            token.save(update_fields=["account_name", "verified_at"])
+        messages.error(request, f"“{token.label}” could not be verified: {exc}")
+        return False
+    token.account_name = str(account.get("username") or account.get("name") or "")[:200]
+    token.verified_at = timezone.now()
+    token.save(update_fields=["account_name", "verified_at"])
+    messages.success(request, f"“{token.label}” works: Replicate account “{token.account_name}”.")
+    return True
+
+
+def refresh_schema(request: HttpRequest, model: CatalogModel) -> bool:
+    """Fetch the pinned (or latest) version's schema into the catalogue entry."""
+    try:
+        creds = upstream.credentials_for(model.resolve_token())
+        schema = upstream.call_sync(
+            upstream.get_model_schema, creds, model.owner, model.name, model.version
+        )
+    except upstream.UpstreamError as exc:
+        messages.error(request, f"{model.ref}: could not fetch the schema. {exc}")
+        return False
+    model.input_schema = schema.input_schema
+    model.output_schema = schema.output_schema
+    model.schema_version = schema.version_id
+    model.schema_fetched_at = timezone.now()
+    changed = ["input_schema", "output_schema", "schema_version", "schema_fetched_at"]
+    # Fill what the admin left empty; never overwrite their wording.
+    for name, value in [
+        ("title", schema.title),
+        ("description", schema.description),
+        ("cover_image_url", schema.cover_image_url),
+    ]:
+        max_length = CatalogModel._meta.get_field(name).max_length
+        fits = max_length is None or len(value) <= max_length
+        if value and fits and not getattr(model, name):
+            setattr(model, name, value)
+            changed.append(name)
+    model.save(update_fields=changed)
+    messages.success(request, f"{model.ref}: schema of version {schema.version_id[:12]} cached.")
+    return True
+
+
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
     form = ApiTokenForm
-    list_display = ["label", "masked", "enabled", "is_default", "account_name", "last_used_at"]
+    list_display = [
+        "label",
+        "masked",
+        "base_url",
+        "enabled",
+        "is_default",
+        "account_name",
+        "verified_at",
+        "last_used_at",
+    ]
     list_filter = ["enabled"]
-    readonly_fields = ["masked", "account_name", "verified_at", "last_used_at", "created_at"]
+    readonly_fields = [
+        "masked",
+        "verify_button",
+        "account_name",
+        "verified_at",
+        "last_used_at",
+        "created_at",
+    ]
+    actions = ["verify_tokens"]
 
     @admin.display(description="token")
     def masked(self, obj: ApiToken) -> str:
         return obj.masked
+
+    @admin.display(description="verify")
+    def verify_button(self, obj: ApiToken) -> str:
+        # A submit button of the change form itself: it saves, then verifies.
+        return mark_safe(
+            '<input type="submit" class="button" name="_verify" value="Save and verify">'
+            '<p class="help">Asks Replicate which account the token belongs to.</p>'
+        )
+
+    @admin.action(description="Verify selected tokens with Replicate")
+    def verify_tokens(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        for token in queryset:
+            verify_token(request, token)
+
+    def response_add(
+        self, request: HttpRequest, obj: ApiToken, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        if "_verify" in request.POST:
+            verify_token(request, obj)
+            return HttpResponseRedirect(reverse("admin:predictions_apitoken_change", args=[obj.pk]))
+        return super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request: HttpRequest, obj: ApiToken) -> HttpResponse:
+        if "_verify" in request.POST:
+            verify_token(request, obj)
+            return HttpResponseRedirect(request.path)
+        return super().response_change(request, obj)
 
 
 @admin.register(CatalogModel)
@@ -66,14 +165,57 @@ class CatalogModelAdmin(admin.ModelAdmin):
     list_filter = ["enabled", "owner"]
     search_fields = ["owner", "name", "title"]
     filter_horizontal = ["allowed_groups"]
-    readonly_fields = ["schema_version", "schema_fetched_at"]
+    readonly_fields = ["schema_version", "schema_fetched_at", "schema_inputs", "refresh_button"]
     fieldsets = [
         (None, {"fields": ["owner", "name", "version", "enabled"]}),
         ("Presentation", {"fields": ["title", "description", "cover_image_url"]}),
         ("Inputs", {"fields": ["default_input", "hidden_inputs", "deadline_seconds"]}),
         ("Access", {"fields": ["allowed_groups", "token"]}),
-        ("Schema", {"fields": ["schema_version", "schema_fetched_at"]}),
+        (
+            "Schema",
+            {"fields": ["schema_version", "schema_fetched_at", "schema_inputs", "refresh_button"]},
+        ),
     ]
+    actions = ["refresh_schemas"]
+    # A changed model or pinned version makes the cached schema someone else's.
+    SCHEMA_FIELDS = frozenset({"owner", "name", "version", "token"})
+
+    @admin.action(description="Refresh schema from Replicate")
+    def refresh_schemas(self, request: HttpRequest, queryset: QuerySet[CatalogModel]) -> None:
+        for model in queryset.select_related("token"):
+            refresh_schema(request, model)
+
+    def save_model(
+        self, request: HttpRequest, obj: CatalogModel, form: forms.ModelForm, change: bool
+    ) -> None:
+        super().save_model(request, obj, form, change)
+        wanted = "_refresh_schema" in request.POST
+        first_time = not change and not obj.input_schema
+        if wanted or first_time or self.SCHEMA_FIELDS.intersection(form.changed_data):
+            # The save stands even when Replicate cannot be reached; a message says so.
+            refresh_schema(request, obj)
+
+    def response_change(self, request: HttpRequest, obj: CatalogModel) -> HttpResponse:
+        if "_refresh_schema" in request.POST:
+            return HttpResponseRedirect(request.path)
+        return super().response_change(request, obj)
+
+    @admin.display(description="inputs")
+    def schema_inputs(self, obj: CatalogModel) -> str:
+        properties = (obj.input_schema or {}).get("properties") or {}
+        if not properties:
+            return "—"
+        ordered = sorted(properties, key=lambda name: properties[name].get("x-order", 1_000))
+        return ", ".join(ordered)
+
+    @admin.display(description="refresh")
+    def refresh_button(self, obj: CatalogModel) -> str:
+        # A submit button of the change form itself: it saves, then fetches the schema.
+        return mark_safe(
+            '<input type="submit" class="button" name="_refresh_schema" '
+            'value="Save and refresh schema">'
+            '<p class="help">Fetches the pinned version\'s schema, or the latest one.</p>'
+        )
 
     @admin.display(description="model", ordering="owner")
     def ref(self, obj: CatalogModel) -> str:

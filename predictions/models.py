@@ -286,6 +286,71 @@ class Prediction(models.Model):
             return self.completed_at - self.created_at
         return None
 
+    def cancel(self) -> bool:
+        """Sync twin of `acancel` (admin actions, shell)."""
+        from asgiref.sync import async_to_sync
+
+        return async_to_sync(self.acancel)()
+
+    async def acancel(self) -> bool:
+        """Ask for this prediction to stop; False if it had already finished.
+
+        Only the runner numbers events, so this does not publish one: it records the
+        request, asks Replicate, and tells watchers to re-read the row (which now says
+        "canceling"). The runner notices the request at its next write, publishes a
+        numbered status, and the final state comes from upstream. A prediction that no
+        runner has picked up yet is canceled right here.
+        """
+        from . import events
+
+        now = timezone.now()
+        rows = Prediction.objects.filter(pk=self.pk)
+        # Compare-and-set against the runner's claim (which moves it out of `queued`).
+        canceled_here = await rows.filter(
+            status=self.Status.QUEUED, upstream_id__isnull=True
+        ).aupdate(
+            status=self.Status.CANCELED,
+            cancel_requested_at=now,
+            completed_at=now,
+            error="Canceled before it started.",
+            updated_at=now,
+        )
+        if not canceled_here:
+            # `update()` leaves updated_at alone: the runner's claim stamp stays valid.
+            await rows.filter(
+                status__in=self.ACTIVE_STATUSES, cancel_requested_at__isnull=True
+            ).aupdate(cancel_requested_at=now)
+        await self.arefresh_from_db()
+        if not canceled_here and not self.is_active:
+            return False
+        if self.is_active and self.upstream_id:
+            await self._acancel_upstream()
+        await events.publish_refresh(self.pk)
+        await events.publish_user_status(
+            self.owner_id,
+            events.user_status_event(self.pk, self.status, self.model_ref, self.is_canceling),
+        )
+        return True
+
+    async def _acancel_upstream(self) -> None:
+        import logging
+
+        from asgiref.sync import sync_to_async
+
+        from . import upstream
+
+        def credentials() -> upstream.Credentials:
+            model = self.model if self.model_id else None
+            token = model.resolve_token() if model else ApiToken.objects.default()
+            return upstream.credentials_for(token)
+
+        try:
+            creds = await sync_to_async(credentials)()
+            await upstream.cancel_prediction(creds, self.upstream_id)
+        except upstream.UpstreamError as exc:
+            # The runner asks again when it notices the request.
+            logging.getLogger(__name__).warning("cancel of %s upstream failed: %s", self.pk, exc)
+
 
 def input_as_text(value: object) -> str:
     """Flatten an input's string and number values (not its keys) for searching."""
@@ -322,3 +387,19 @@ class OutputFile(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prediction_id} #{self.position}"
+
+
+class WebhookEvent(models.Model):
+    """A webhook Replicate sent us, kept for a while so a redelivery (same webhook-id)
+    is recognised and ignored."""
+
+    webhook_id = models.CharField(max_length=200, unique=True)
+    upstream_id = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=16, blank=True)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.webhook_id} ({self.upstream_id} {self.status})"

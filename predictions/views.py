@@ -1,36 +1,772 @@
-"""Pages of the console. (Placeholders until the UI issue lands.)"""
+"""Pages of the console: catalogue, model form, live prediction, history, output files.
 
-from django.http import Http404, HttpRequest, HttpResponse
+Views are async. Rules that keep them safe under ASGI:
+
+- `user = await request.auser()` and pass `user` into the template context: the auth
+  context processor's lazy user would hit the database from the event loop otherwise.
+- Everything a template shows is fetched before rendering (select_related, lists):
+  a lazy relation touched in a template raises SynchronousOnlyOperation.
+"""
+
+import base64
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.core.files.uploadedfile import UploadedFile
+from django.db.models import OuterRef, Q, Subquery
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    QueryDict,
+)
 from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .models import CatalogModel
+from . import upstream
+from .models import CatalogModel, OutputFile, Prediction, User
+from .schema import (
+    MISSING,
+    Field,
+    InvalidInput,
+    api_snippet,
+    clean_input,
+    coerce,
+    fields_for,
+    form_fields,
+)
+from .templatetags.console import duration, visible_logs
+
+# Files up to this size go into the input as data: URIs; bigger ones through the files API.
+DATA_URI_MAX_BYTES = 256 * 1024
+# Form fields that are not model inputs.
+CONTROL_FIELDS = {"csrfmiddlewaretoken", "parent"}
+PAGE_SIZES = (10, 25, 50, 100)
+DEFAULT_PAGE_SIZE = 25
+# Output files shown inline; anything else is downloaded as opaque bytes. No SVG: it
+# can carry script.
+INLINE_TYPES = {
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "image/avif",
+    "audio/mpeg",
+    "audio/mp4",
+    "audio/aac",
+    "audio/wav",
+    "audio/x-wav",
+    "audio/wave",
+    "audio/ogg",
+    "audio/flac",
+    "audio/webm",
+    "video/mp4",
+    "video/webm",
+    "video/ogg",
+    "video/quicktime",
+}
 
 
+def see_other(url: str) -> HttpResponseRedirect:
+    """303: after a POST the browser GETs the new page (no "resubmit form?" on reload)."""
+    response = HttpResponseRedirect(url)
+    response.status_code = 303
+    return response
+
+
+def wants_json(request: HttpRequest) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+async def visible_prediction(user: User, pk: uuid.UUID) -> Prediction:
+    prediction = (
+        await Prediction.objects.visible_to(user)
+        .select_related("model", "owner", "parent")
+        .filter(pk=pk)
+        .afirst()
+    )
+    if prediction is None:
+        raise Http404("No such prediction.")
+    return prediction
+
+
+# ---------------------------------------------------------------------------- catalogue
+
+
+@require_GET
 async def catalogue(request: HttpRequest) -> HttpResponse:
     user = await request.auser()
-    models = [m async for m in CatalogModel.objects.runnable_by(user)]
-    return render(request, "predictions/catalogue.html", {"models": models, "user": user})
+    # The user's latest run of each model in the same query, then those runs in one more.
+    latest = Prediction.objects.filter(owner_id=user.pk, model_id=OuterRef("pk")).order_by(
+        "-created_at"
+    )
+    models = [
+        m
+        async for m in CatalogModel.objects.runnable_by(user)
+        .annotate(last_run_id=Subquery(latest.values("id")[:1]))
+        .order_by("title", "owner", "name")
+    ]
+    run_ids = [m.last_run_id for m in models if m.last_run_id]
+    runs = {
+        p.pk: p
+        async for p in Prediction.objects.filter(pk__in=run_ids).only(
+            "id", "status", "created_at", "completed_at", "cancel_requested_at"
+        )
+    }
+    for m in models:
+        m.last_run = runs.get(m.last_run_id)
+    context = {"models": models, "user": user, "nav": "models"}
+    return render(request, "predictions/catalogue.html", context)
 
 
-def model_page(request: HttpRequest, owner: str, name: str) -> HttpResponse:
-    raise Http404
+# ---------------------------------------------------------------------------- model form
 
 
-def history(request: HttpRequest) -> HttpResponse:
-    raise Http404
+async def runnable_model(user: User, **lookup: Any) -> CatalogModel:
+    model = await CatalogModel.objects.runnable_by(user).filter(**lookup).afirst()
+    if model is None:
+        raise Http404("No such model, or you may not run it.")
+    return model
 
 
-def prediction_detail(request: HttpRequest, pk: str) -> HttpResponse:
-    raise Http404
+def snippet_input(fields: list[Field]) -> dict[str, Any]:
+    """The form's values as a program would send them, minus the model's own defaults
+    (upstream applies those anyway, and a short snippet reads better). Mirrored in form.js.
+    """
+    values = {}
+    for spec in fields:
+        if spec.value is MISSING or spec.value is None or spec.value == "":
+            continue
+        try:
+            value = coerce(spec, spec.value)
+        except (ValueError, TypeError):
+            continue
+        if spec.has_default and value == spec.default:
+            continue
+        values[spec.name] = value
+    return values
 
 
-def prediction_cancel(request: HttpRequest, pk: str) -> HttpResponse:
-    raise Http404
+async def render_form(
+    request: HttpRequest,
+    user: User,
+    model: CatalogModel,
+    *,
+    values: Mapping[str, Any] | None = None,
+    errors: Mapping[str, list[str]] | None = None,
+    parent: Prediction | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    fields = form_fields(model, values, errors)
+    shown = {spec.name for spec in fields}
+    # Errors about inputs the form does not show (unknown, or general) go in the summary.
+    general = [
+        message if name == "__all__" else f"{name}: {message}"
+        for name, messages in (errors or {}).items()
+        if name not in shown
+        for message in messages
+    ]
+    recent = [
+        p
+        async for p in Prediction.objects.filter(owner_id=user.pk, model_id=model.pk).only(
+            "id", "status", "created_at", "completed_at", "input_text", "cancel_requested_at"
+        )[:5]
+    ]
+    context = {
+        "user": user,
+        "nav": "models",
+        "model": model,
+        "fields": fields,
+        "general_errors": general,
+        "error_count": sum(1 for spec in fields if spec.errors) + len(general),
+        "parent": parent,
+        "recent": recent,
+        "snippet": api_snippet(model, snippet_input(fields)),
+        "snippet_config": {
+            "ref": f"{model.ref}:{model.version}" if model.version else model.ref,
+            "defaults": {spec.name: spec.default for spec in fields if spec.has_default},
+        },
+    }
+    return render(request, "predictions/model.html", context, status=status)
 
 
-def prediction_rerun(request: HttpRequest, pk: str) -> HttpResponse:
-    raise Http404
+@dataclass
+class PendingUpload:
+    """A file too big for a data: URI: uploaded upstream only once the input is valid."""
+
+    field: str
+    placeholder: str
+    upload: UploadedFile
 
 
-def output_file(request: HttpRequest, pk: str, position: int) -> HttpResponse:
-    raise Http404
+def data_uri(upload: UploadedFile) -> str:
+    content_type = upload.content_type or "application/octet-stream"
+    encoded = base64.b64encode(upload.read()).decode()
+    return f"data:{content_type};base64,{encoded}"
+
+
+def form_values(
+    fields: list[Field], post: QueryDict, files: Any
+) -> tuple[dict[str, Any], list[PendingUpload]]:
+    """A form post as input values (strings; clean_input coerces them) and pending uploads."""
+    specs = {spec.name: spec for spec in fields}
+    values: dict[str, Any] = {}
+    for name in post:
+        if name in CONTROL_FIELDS:
+            continue
+        spec = specs.get(name)
+        entries = post.getlist(name)
+        if spec is None:
+            values[name] = entries[-1]  # clean_input names it as unknown
+        elif spec.kind == "boolean":
+            # A hidden "false" precedes the checkbox: the last entry is the answer.
+            values[name] = entries[-1]
+        elif spec.kind == "file":
+            # The URL box, or the previous file kept as a hidden data: URI.
+            values[name] = next((e.strip() for e in reversed(entries) if e.strip()), "")
+        else:
+            # Browsers send textarea line breaks as CRLF.
+            values[name] = entries[-1].replace("\r\n", "\n")
+    pending: list[PendingUpload] = []
+    for name in files:
+        spec = specs.get(name)
+        uploads = [f for f in files.getlist(name) if f.name and f.size]
+        if not uploads:
+            continue
+        if spec is None or spec.kind not in {"file", "file_list"}:
+            values[name] = "(a file)"
+            continue
+        urls = []
+        for upload in uploads:
+            if upload.size <= DATA_URI_MAX_BYTES:
+                urls.append(data_uri(upload))
+            else:
+                placeholder = f"https://upload.invalid/{len(pending)}"
+                pending.append(PendingUpload(name, placeholder, upload))
+                urls.append(placeholder)
+        if spec.kind == "file":
+            values[name] = urls[-1]
+        else:
+            typed = [line for line in str(values.get(name, "")).splitlines() if line.strip()]
+            values[name] = typed + urls
+    return values, pending
+
+
+async def upload_pending(
+    model: CatalogModel, cleaned: dict[str, Any], pending: list[PendingUpload]
+) -> None:
+    """Send the big files through the files API and put their URLs into the input."""
+    token = await sync_to_async(model.resolve_token)()
+    creds = upstream.credentials_for(token)
+    for item in pending:
+        content = await sync_to_async(item.upload.read)()
+        url = await upstream.upload_file(
+            creds,
+            content,
+            item.upload.name or "upload",
+            item.upload.content_type or "application/octet-stream",
+        )
+        value = cleaned.get(item.field)
+        if isinstance(value, list):
+            cleaned[item.field] = [url if v == item.placeholder else v for v in value]
+        elif value == item.placeholder:
+            cleaned[item.field] = url
+
+
+async def parent_for(user: User, raw: str | None) -> tuple[Prediction | None, str]:
+    """The prediction a re-run came from, if the user may see it; else an error message."""
+    if not raw:
+        return None, ""
+    try:
+        pk = uuid.UUID(raw)
+    except ValueError:
+        return None, "The prediction this re-runs is not a valid id."
+    parent = await Prediction.objects.visible_to(user).filter(pk=pk).afirst()
+    if parent is None:
+        return None, "The prediction this re-runs does not exist or is not visible to you."
+    return parent, ""
+
+
+@require_http_methods(["GET", "POST"])
+async def model_page(request: HttpRequest, owner: str, name: str) -> HttpResponse:
+    user = await request.auser()
+    model = await runnable_model(user, owner=owner, name=name)
+    if request.method != "POST":
+        return await render_form(request, user, model)
+
+    fields = fields_for(model.input_schema, model.hidden_inputs or [])
+    values, pending = form_values(fields, request.POST, request.FILES)
+    parent, parent_error = await parent_for(user, request.POST.get("parent"))
+    errors: dict[str, list[str]] = defaultdict(list)
+    if parent_error:
+        errors["__all__"].append(parent_error)
+    try:
+        cleaned = clean_input(model, values)
+    except InvalidInput as exc:
+        for field_name, messages in exc.errors.items():
+            errors[field_name].extend(messages)
+    if errors:
+        for item in pending:
+            # Big files are not kept between attempts (they never left this request).
+            values[item.field] = ""
+            errors[item.field].append(f"Choose “{item.upload.name}” again.")
+        return await render_form(
+            request, user, model, values=values, errors=errors, parent=parent, status=400
+        )
+    try:
+        await upload_pending(model, cleaned, pending)
+    except upstream.UpstreamError as exc:
+        errors["__all__"].append(f"Could not upload your file: {exc}")
+        return await render_form(
+            request, user, model, values=values, errors=errors, parent=parent, status=502
+        )
+
+    from . import executors  # the engine's module; imported here to keep start-up light
+
+    prediction = await executors.start_prediction(
+        owner=user, model=model, input=cleaned, source=Prediction.Source.WEB, parent=parent
+    )
+    return see_other(reverse("predictions:detail", args=[prediction.pk]))
+
+
+@require_GET
+async def prediction_rerun(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+    user = await request.auser()
+    parent = await visible_prediction(user, pk)
+    if parent.model_id is None:
+        raise Http404("The model of this prediction is no longer in the catalogue.")
+    model = await runnable_model(user, pk=parent.model_id)
+    return await render_form(request, user, model, values=parent.input, parent=parent)
+
+
+# ---------------------------------------------------------------------------- live page
+
+
+def file_entry(prediction_id: uuid.UUID, f: OutputFile) -> dict[str, Any]:
+    url = reverse("predictions:file", args=[prediction_id, f.position])
+    return {
+        "position": f.position,
+        "url": url,
+        "download_url": url + "?download=1",
+        "content_type": f.content_type,
+        "kind": f.content_type.split("/", 1)[0] if f.content_type in INLINE_TYPES else "file",
+        "size": f.size,
+        "name": f.file.name.rsplit("/", 1)[-1] if f.file else f"output-{f.position}",
+    }
+
+
+def text_of(prediction: Prediction) -> str:
+    """The prediction's text output: streamed tokens, or a plain string output."""
+    if prediction.text_output:
+        return prediction.text_output
+    output = prediction.output
+    if isinstance(output, str) and not output.startswith(("http://", "https://", "data:")):
+        return output
+    if (
+        isinstance(output, list)
+        and output
+        and all(isinstance(o, str) for o in output)
+        and not any(o.startswith(("http://", "https://", "data:")) for o in output)
+    ):
+        return "".join(output)
+    return ""
+
+
+def structured_output(prediction: Prediction, text: str, files: list) -> Any:
+    """Output worth showing as JSON: not the text already shown, not only file URLs."""
+    output = prediction.output
+    if output is None or text or (files and _only_urls(output)):
+        return None
+    return output
+
+
+def _only_urls(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.startswith(("http://", "https://", "data:"))
+    if isinstance(value, list):
+        return all(_only_urls(v) for v in value)
+    if isinstance(value, dict):
+        return all(_only_urls(v) for v in value.values())
+    return False
+
+
+def input_rows(prediction: Prediction) -> list[dict[str, Any]]:
+    rows = []
+    for key, value in (prediction.input or {}).items():
+        row: dict[str, Any] = {"name": key, "value": value, "kind": "text"}
+        if isinstance(value, str) and value.startswith("data:"):
+            row["kind"] = "data"
+            row["value"] = value[5:].split(";", 1)[0] or "file"
+            row["size"] = len(value.partition(",")[2]) * 3 // 4
+        elif isinstance(value, str) and value.startswith(("http://", "https://")):
+            row["kind"] = "url"
+        elif not isinstance(value, str):
+            row["kind"] = "json"
+        rows.append(row)
+    return rows
+
+
+def progress_of(logs: str) -> dict[str, Any] | None:
+    """The last tqdm line's progress, for the first paint (live updates bring their own)."""
+    last = None
+    for match in re.finditer(r"(\d+)%\|[^|\n\r]*\|\s*(\d+)/(\d+)", logs or ""):
+        last = match
+    if not last:
+        return None
+    return {"percent": int(last.group(1)), "current": int(last.group(2)), "total": last.group(3)}
+
+
+STEPS = [("queued", "Queued"), ("starting", "Starting"), ("processing", "Processing")]
+
+
+def timeline(p: Prediction) -> list[dict[str, str]]:
+    """Queued → starting → processing → done, each done/current/pending, with durations.
+
+    static/js/live.js redraws it the same way as events arrive.
+    """
+    reached = {"queued": 0, "starting": 1, "processing": 2}.get(p.status, 3)
+    end = p.completed_at
+    waited = p.started_at - p.created_at if p.started_at else None
+    ran = (end - p.started_at) if (end and p.started_at) else None
+    durations = {
+        "queued": timezone.localtime(p.created_at).strftime("%H:%M:%S"),
+        "starting": duration(waited) if waited is not None else "",
+        "processing": duration(ran) if ran is not None else "",
+    }
+    steps = []
+    for index, (name, label) in enumerate(STEPS):
+        state = "done" if index < reached else "current" if index == reached else "pending"
+        if reached == 3 and p.status != "succeeded" and not durations[name] and index > 0:
+            state = "skipped"  # failed or canceled before getting this far
+        steps.append({"name": name, "label": label, "state": state, "duration": durations[name]})
+    last_state = p.status if reached == 3 else "pending"
+    steps.append(
+        {
+            "name": "done",
+            "label": p.get_status_display() if reached == 3 else "Done",
+            "state": last_state,
+            "duration": duration(end - p.created_at) if end else "",
+        }
+    )
+    return steps
+
+
+def extra_metrics(metrics: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    rows = []
+    for key, value in (metrics or {}).items():
+        if key in {"predict_time", "total_time"} or isinstance(value, dict | list):
+            continue
+        if isinstance(value, float):
+            value = f"{value:.2f}".rstrip("0").rstrip(".")
+        rows.append((key.replace("_", " ").capitalize(), str(value)))
+    return rows
+
+
+async def detail_context(user: User, prediction: Prediction) -> dict[str, Any]:
+    files = [file_entry(prediction.pk, f) async for f in prediction.files.order_by("position")]
+    children = [
+        c
+        async for c in Prediction.objects.visible_to(user)
+        .filter(parent_id=prediction.pk)
+        .only("id", "status", "created_at", "cancel_requested_at")
+        .order_by("created_at")[:20]
+    ]
+    text = text_of(prediction)
+    model = prediction.model
+    return {
+        "user": user,
+        "nav": "history",
+        "prediction": prediction,
+        "model": model,
+        "files": files,
+        "text": text,
+        "structured": structured_output(prediction, text, files),
+        "logs": visible_logs(prediction.logs),
+        "progress": progress_of(prediction.logs) if prediction.is_active else None,
+        "children": children,
+        "timeline": timeline(prediction),
+        "extra_metrics": extra_metrics(prediction.metrics),
+        "inputs": input_rows(prediction),
+        "can_cancel": prediction.is_active and (user.is_staff or prediction.owner_id == user.pk),
+        "snippet": api_snippet(model, prediction.input) if model else "",
+        "config": {
+            "id": str(prediction.pk),
+            "status": prediction.status,
+            "canceling": prediction.is_canceling,
+            "seq": prediction.event_seq,
+            "model": prediction.model_ref,
+            "input": prediction.input,
+            "created_at": prediction.created_at.isoformat(),
+            "started_at": prediction.started_at.isoformat() if prediction.started_at else None,
+            "completed_at": (
+                prediction.completed_at.isoformat() if prediction.completed_at else None
+            ),
+            "socket": f"/ws/predictions/{prediction.pk}/",
+            "feed": "/ws/predictions/",
+            "fragment": reverse("predictions:detail", args=[prediction.pk]) + "?fragment=output",
+            "rerun": reverse("predictions:rerun", args=[prediction.pk]),
+            "text": text if prediction.is_active else "",
+        },
+    }
+
+
+@require_GET
+async def prediction_detail(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+    user = await request.auser()
+    prediction = await visible_prediction(user, pk)
+    context = await detail_context(user, prediction)
+    template = "predictions/detail.html"
+    if request.GET.get("fragment") == "output":
+        # The same fragment as on the page: the live page swaps it in once a run ends.
+        template += "#output"
+    return render(request, template, context)
+
+
+@require_POST
+async def prediction_cancel(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+    user = await request.auser()
+    prediction = await visible_prediction(user, pk)
+    if not (user.is_staff or prediction.owner_id == user.pk):
+        raise PermissionDenied("Only its owner or staff can cancel a prediction.")
+    if prediction.is_active:
+        await prediction.acancel()
+    if wants_json(request):
+        return JsonResponse({"status": prediction.status, "canceling": prediction.is_active})
+    return see_other(reverse("predictions:detail", args=[prediction.pk]))
+
+
+# ---------------------------------------------------------------------------- files
+
+
+@require_GET
+async def output_file(request: HttpRequest, pk: uuid.UUID, position: int) -> FileResponse:
+    """Our archived copy of an output file, to those who may see the prediction."""
+    user = await request.auser()
+    if not await Prediction.objects.visible_to(user).filter(pk=pk).aexists():
+        raise Http404("No such prediction.")
+    output = await OutputFile.objects.filter(prediction_id=pk, position=position).afirst()
+    if output is None or not output.file:
+        raise Http404("No such output file.")
+    content_type = output.content_type.split(";", 1)[0].strip().lower()
+    inline = content_type in INLINE_TYPES and request.GET.get("download") is None
+    if content_type not in INLINE_TYPES:
+        content_type = "application/octet-stream"
+    handle = await sync_to_async(output.file.open)("rb")
+    response = FileResponse(
+        handle,
+        as_attachment=not inline,
+        filename=output.file.name.rsplit("/", 1)[-1],
+        content_type=content_type,
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    # Opened directly, a file is a document of its own: it may run nothing.
+    response["Content-Security-Policy"] = (
+        "default-src 'none'; img-src 'self'; media-src 'self'; sandbox"
+    )
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+# ---------------------------------------------------------------------------- history
+
+
+@dataclass
+class HistoryFilters:
+    model: str = ""
+    status: str = ""
+    owner: str = ""
+    q: str = ""
+    since: date | None = None
+    until: date | None = None
+    per_page: int = DEFAULT_PAGE_SIZE
+
+    @property
+    def active(self) -> bool:
+        return bool(self.model or self.status or self.owner or self.q or self.since or self.until)
+
+
+def parse_date(raw: str | None) -> date | None:
+    try:
+        return date.fromisoformat(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def parse_filters(params: QueryDict, user: User) -> HistoryFilters:
+    status = params.get("status", "")
+    per_page = params.get("per_page", "")
+    return HistoryFilters(
+        model=params.get("model", "").strip(),
+        status=status if status in Prediction.Status.values else "",
+        owner=params.get("owner", "").strip() if user.is_staff else "",
+        q=params.get("q", "").strip()[:200],
+        since=parse_date(params.get("since")),
+        until=parse_date(params.get("until")),
+        per_page=int(per_page) if per_page.isdigit() and int(per_page) in PAGE_SIZES else 25,
+    )
+
+
+def encode_cursor(p: Prediction) -> str:
+    micros = int(p.created_at.timestamp() * 1_000_000)
+    return f"{micros}.{p.pk.hex}"
+
+
+def decode_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
+    if not raw:
+        return None
+    try:
+        micros, hex_id = raw.split(".", 1)
+        when = datetime.fromtimestamp(int(micros) / 1_000_000, tz=UTC)
+        return when, uuid.UUID(hex_id)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def day_start(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+def filtered_history(user: User, filters: HistoryFilters, models: list[CatalogModel]) -> Any:
+    qs = Prediction.objects.visible_to(user)
+    if filters.model:
+        match = next((m for m in models if m.ref == filters.model), None)
+        # The foreign key has an index with created_at; model_ref covers removed models.
+        qs = qs.filter(model_id=match.pk) if match else qs.filter(model_ref=filters.model)
+    if filters.status:
+        qs = qs.filter(status=filters.status)
+    if filters.owner.isdigit():
+        qs = qs.filter(owner_id=int(filters.owner))
+    if filters.since:
+        qs = qs.filter(created_at__gte=day_start(filters.since))
+    if filters.until:
+        qs = qs.filter(created_at__lt=day_start(filters.until + timedelta(days=1)))
+    if filters.q:
+        qs = qs.filter(input_text__icontains=filters.q)
+    # Only what a row shows: output, logs and text can be large.
+    return qs.select_related("owner").only(
+        "id",
+        "model_ref",
+        "status",
+        "input_text",
+        "input",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "cancel_requested_at",
+        "source",
+        "error",
+        "owner__id",
+        "owner__username",
+    )
+
+
+def summary_of(p: Prediction) -> str:
+    """What a row shows of the input: the prompt if there is one, else all its text."""
+    prompt = (p.input or {}).get("prompt")
+    return prompt if isinstance(prompt, str) and prompt.strip() else p.input_text
+
+
+async def decorate_rows(rows: list[Prediction]) -> list[Prediction]:
+    """Each row's summary and first image output (all thumbnails in one query)."""
+    images = OutputFile.objects.filter(
+        prediction_id__in=[p.pk for p in rows], content_type__in=INLINE_TYPES
+    ).filter(content_type__startswith="image/")
+    thumbs: dict[uuid.UUID, dict[str, Any]] = {}
+    async for f in images.order_by("prediction_id", "position"):
+        thumbs.setdefault(f.prediction_id, file_entry(f.prediction_id, f))
+    for p in rows:
+        p.thumbnail = thumbs.get(p.pk)
+        p.summary = summary_of(p)
+    return rows
+
+
+@require_GET
+async def history(request: HttpRequest) -> HttpResponse:
+    user = await request.auser()
+    filters = parse_filters(request.GET, user)
+    models = [m async for m in CatalogModel.objects.only("id", "owner", "name", "title")]
+    qs = filtered_history(user, filters, models)
+
+    # One row, for the live page: the feed says a prediction changed, the row is re-drawn.
+    row_id = request.GET.get("row")
+    if row_id:
+        try:
+            pk = uuid.UUID(row_id)
+        except ValueError:
+            raise Http404("Not a prediction id.") from None
+        row = await qs.filter(pk=pk).afirst()
+        if row is None:
+            return HttpResponse(status=204)  # gone, or not matching the filters
+        context = {"user": user, "p": (await decorate_rows([row]))[0]}
+        return render(request, "predictions/history.html#row", context)
+
+    # Keyset pagination: constant time at any depth, unlike OFFSET.
+    size = filters.per_page
+    before = decode_cursor(request.GET.get("before"))
+    after = decode_cursor(request.GET.get("after"))
+    if after:
+        when, pk = after
+        page_qs = qs.filter(Q(created_at__gt=when) | Q(created_at=when, pk__gt=pk))
+        rows = [p async for p in page_qs.order_by("created_at", "pk")[: size + 1]]
+        has_newer = len(rows) > size
+        rows = list(reversed(rows[:size]))
+        has_older = True
+    else:
+        if before:
+            when, pk = before
+            qs = qs.filter(Q(created_at__lt=when) | Q(created_at=when, pk__lt=pk))
+        rows = [p async for p in qs.order_by("-created_at", "-pk")[: size + 1]]
+        has_older = len(rows) > size
+        rows = rows[:size]
+        has_newer = before is not None
+    rows = await decorate_rows(rows)
+
+    params = request.GET.copy()
+    for key in ("before", "after", "row"):
+        params.pop(key, None)
+    newer_params = params.copy()
+    older_params = params.copy()
+    if rows:
+        newer_params["after"] = encode_cursor(rows[0])
+        older_params["before"] = encode_cursor(rows[-1])
+    owners = []
+    if user.is_staff:
+        owners = [
+            u async for u in get_user_model().objects.order_by("username").only("id", "username")
+        ]
+    context = {
+        "user": user,
+        "nav": "history",
+        "rows": rows,
+        "filters": filters,
+        "models": sorted(models, key=lambda m: m.ref),
+        "owners": owners,
+        "statuses": Prediction.Status.choices,
+        "page_sizes": PAGE_SIZES,
+        "has_newer": has_newer,
+        "has_older": has_older,
+        "newer_url": "?" + newer_params.urlencode() if has_newer else "",
+        "older_url": "?" + older_params.urlencode() if has_older else "",
+        "first_url": "?" + params.urlencode() if has_newer else "",
+        "live_config": {
+            "feed": "/ws/predictions/",
+            # New rows are only added at the top of the first page; the server applies
+            # the filters to each one.
+            "insert": not (before or after),
+            "row_url": "?" + (params.urlencode() + "&" if params else "") + "row=",
+        },
+    }
+    return render(request, "predictions/history.html", context)

@@ -1,0 +1,264 @@
+"""The live-event protocol: group names, event types, publishing, the replay log, snapshots.
+
+Who writes what
+---------------
+Only the runner numbers events (`seq`, 1, 2, 3 … per prediction, in memory) and only it
+writes `text_output`, `logs` and `event_seq` to the row, always together in one UPDATE.
+So a row read from the database is a snapshot *as of* its `event_seq`: applying events
+seq+1, seq+2 … to it gives exactly what the runner has.
+
+Why a replay log
+----------------
+The database lags the events by up to a flush interval (~1 s). A browser that connects in
+between reads snapshot k while events k+1 … m went out before it joined the group. Those
+events are kept here, per prediction, in the *replay log* — a bounded list in Redis when
+the channel layer is Redis (so it reaches every process the layer reaches), or in this
+process's memory when the layer is in-memory (the same reach). The runner appends an
+event to the log *before* sending it to the group, so any event a consumer did not
+receive live is already in the log when the consumer looks (see consumers.py for the
+proof). The log is an accelerator with a safety net: if an entry is missing (expired,
+trimmed, lost with a Redis restart) the consumer re-reads the row once the runner has
+flushed past the gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import uuid
+import weakref
+from collections import OrderedDict, deque
+from typing import TYPE_CHECKING, Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.urls import reverse
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from .models import OutputFile, Prediction
+
+# Browser-facing event types, each with "seq". `snapshot` and `error` come from consumers.
+STATUS = "status"
+OUTPUT = "output"
+LOGS = "logs"
+PROGRESS = "progress"
+FILES = "files"
+DONE = "done"
+EVENT_TYPES = (STATUS, OUTPUT, LOGS, PROGRESS, FILES, DONE)
+
+# Channel-layer message types (the consumer method names with "." for "_").
+EVENT_MESSAGE = "prediction.event"  # {"event": {...numbered event...}}
+REFRESH_MESSAGE = "prediction.refresh"  # the row changed outside the runner: re-read it
+USER_STATUS_MESSAGE = "user.status"  # {"event": {"type": "status", "id", ...}}
+
+# Events a replay log keeps per prediction: far more than one flush interval produces.
+REPLAY_LENGTH = 1000
+# Kept this long after the last event; long enough for a resumed runner to find the
+# highest seq a dead one published.
+REPLAY_TTL_SECONDS = 30 * 60
+
+
+def prediction_group(prediction_id: uuid.UUID | str) -> str:
+    return f"prediction.{prediction_id}"
+
+
+def user_group(user_id: int | str) -> str:
+    return f"user.{user_id}"
+
+
+# ---------------------------------------------------------------------------- publishing
+
+
+async def publish(prediction_id: uuid.UUID | str, event: dict[str, Any]) -> None:
+    """Send a numbered event to everyone watching the prediction.
+
+    The replay log comes first: a consumer that joins after the group send is guaranteed
+    to find the event there.
+    """
+    await replay_log().append(prediction_id, event)
+    await get_channel_layer().group_send(
+        prediction_group(prediction_id), {"type": EVENT_MESSAGE, "event": event}
+    )
+
+
+async def publish_refresh(prediction_id: uuid.UUID | str) -> None:
+    """Tell watchers to re-read the row (cancel requested: show "canceling" at once)."""
+    await get_channel_layer().group_send(prediction_group(prediction_id), {"type": REFRESH_MESSAGE})
+
+
+def user_status_event(
+    prediction_id: uuid.UUID | str, status: str, model: str, canceling: bool
+) -> dict[str, Any]:
+    """A line of the owner's feed (/ws/predictions/): absolute, so it is not numbered."""
+    return {
+        "type": STATUS,
+        "id": str(prediction_id),
+        "status": status,
+        "model": model,
+        "canceling": canceling,
+    }
+
+
+async def publish_user_status(owner_id: int | str, event: dict[str, Any]) -> None:
+    await get_channel_layer().group_send(
+        user_group(owner_id), {"type": USER_STATUS_MESSAGE, "event": event}
+    )
+
+
+# ---------------------------------------------------------------------------- replay log
+
+
+class MemoryReplayLog:
+    """Per-process log, for the in-memory channel layer (whose events never leave the
+    process either)."""
+
+    max_predictions = 10_000
+
+    def __init__(self) -> None:
+        self._logs: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()
+
+    async def append(self, prediction_id: uuid.UUID | str, event: dict[str, Any]) -> None:
+        key = str(prediction_id)
+        log = self._logs.get(key)
+        if log is None:
+            log = self._logs[key] = deque(maxlen=REPLAY_LENGTH)
+            while len(self._logs) > self.max_predictions:
+                self._logs.popitem(last=False)
+        else:
+            self._logs.move_to_end(key)
+        log.append(event)
+
+    async def read(self, prediction_id: uuid.UUID | str, after: int) -> list[dict[str, Any]]:
+        return [e for e in self._logs.get(str(prediction_id), ()) if e["seq"] > after]
+
+    async def last_seq(self, prediction_id: uuid.UUID | str) -> int:
+        log = self._logs.get(str(prediction_id))
+        return log[-1]["seq"] if log else 0
+
+
+class RedisReplayLog:
+    """A capped Redis list per prediction; one redis.asyncio client per event loop (a
+    client's connections belong to the loop that opened them)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+
+    def _redis(self) -> Redis:
+        from redis.asyncio import Redis
+
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._clients.get(loop)
+            if client is None:
+                client = self._clients[loop] = Redis.from_url(self.url)
+            return client
+
+    @staticmethod
+    def _key(prediction_id: uuid.UUID | str) -> str:
+        return f"console:events:{prediction_id}"
+
+    async def append(self, prediction_id: uuid.UUID | str, event: dict[str, Any]) -> None:
+        key = self._key(prediction_id)
+        async with self._redis().pipeline(transaction=False) as pipe:
+            pipe.rpush(key, json.dumps(event, separators=(",", ":")))
+            pipe.ltrim(key, -REPLAY_LENGTH, -1)
+            pipe.expire(key, REPLAY_TTL_SECONDS)
+            await pipe.execute()
+
+    async def read(self, prediction_id: uuid.UUID | str, after: int) -> list[dict[str, Any]]:
+        raw = await self._redis().lrange(self._key(prediction_id), 0, -1)
+        events = (json.loads(item) for item in raw)
+        return [e for e in events if e["seq"] > after]
+
+    async def last_seq(self, prediction_id: uuid.UUID | str) -> int:
+        raw = await self._redis().lindex(self._key(prediction_id), -1)
+        return json.loads(raw)["seq"] if raw else 0
+
+
+_replay_log: MemoryReplayLog | RedisReplayLog | None = None
+
+
+def replay_log() -> MemoryReplayLog | RedisReplayLog:
+    """The log that reaches as far as the channel layer does."""
+    global _replay_log
+    if _replay_log is None:
+        redis_url = getattr(settings, "REDIS_URL", "")
+        _replay_log = RedisReplayLog(redis_url) if redis_url else MemoryReplayLog()
+    return _replay_log
+
+
+# ---------------------------------------------------------------------------- progress
+
+# tqdm's default line: " 45%|████▌     | 45/100 [00:04<00:05, 9.98it/s]"
+_TQDM = re.compile(r"(\d{1,3})%\|[^|\r\n]*\|\s*(\d+)/(\d+)")
+
+
+def parse_progress(text: str) -> dict[str, Any] | None:
+    """The last tqdm-style progress in `text`: {"percent", "current", "total"}, or None."""
+    last = None
+    for last in _TQDM.finditer(text):  # noqa: B007 - we want the final match
+        pass
+    if last is None:
+        return None
+    shown, current, total = (int(group) for group in last.groups())
+    percent = 100.0 * current / total if total else float(shown)
+    return {"percent": round(min(percent, 100.0), 2), "current": current, "total": total}
+
+
+# ---------------------------------------------------------------------------- snapshots
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value else None
+
+
+def serialize_file(prediction_id: uuid.UUID | str, output_file: OutputFile) -> dict[str, Any]:
+    return {
+        "position": output_file.position,
+        "url": reverse("predictions:file", args=[prediction_id, output_file.position]),
+        "content_type": output_file.content_type,
+        "size": output_file.size,
+        "name": output_file.file.name.rsplit("/", 1)[-1] if output_file.file else "",
+    }
+
+
+def serialize_prediction(
+    prediction: Prediction, files: list[OutputFile] | None = None
+) -> dict[str, Any]:
+    """The whole prediction as the browser sees it (snapshot and `done`).
+
+    Without `files` this queries them, so call it from sync code (or pass them in).
+    """
+    if files is None:
+        files = list(prediction.files.all())
+    progress = parse_progress(prediction.logs)
+    return {
+        "id": str(prediction.pk),
+        "url": reverse("predictions:detail", args=[prediction.pk]),
+        "model": prediction.model_ref,
+        "version": prediction.version,
+        "status": prediction.status,
+        "canceling": prediction.is_canceling,
+        "input": prediction.input,
+        "output": prediction.output,
+        "text_output": prediction.text_output,
+        "logs": prediction.logs,
+        "error": prediction.error,
+        "metrics": prediction.metrics,
+        "created_at": _iso(prediction.created_at),
+        "started_at": _iso(prediction.started_at),
+        "completed_at": _iso(prediction.completed_at),
+        "files": [serialize_file(prediction.pk, f) for f in files],
+        "progress": progress["percent"] if progress else None,
+        "parent": str(prediction.parent_id) if prediction.parent_id else None,
+        "source": prediction.source,
+        "seq": prediction.event_seq,
+    }

@@ -1,0 +1,224 @@
+"""Where runners run: PREDICTION_EXECUTOR = "inline" (default) or "celery".
+
+`start_prediction()` is the way in for views and consumers; `submit()` hands an existing
+prediction to the executor (webhooks, reconcilers). Either may be called any number of
+times for the same prediction: the runner's claim makes every extra call a no-op.
+
+inline
+    Each prediction is an asyncio task on the server's event loop, kept in
+    `InlineExecutor.tasks` so shutdown can hand them back in order. A reconciler task on
+    the same loop resumes predictions whose runner went quiet (a previous server process
+    died, or another one in a multi-process deployment).
+
+    Start-up hook: Channels' ProtocolTypeRouter has no lifespan and daphne never sends
+    one, so `ServerLifecycle` (wrapped around the ASGI application in project/asgi.py)
+    registers with the thing that does run exactly once per daphne process on its event
+    loop: the Twisted reactor daphne drives asyncio with. `reactor.callLater(0, start)`
+    fires on the loop as soon as the server runs; a "before shutdown" trigger returns a
+    Deferred that waits while runners save their state and hand their rows back. Servers
+    that speak ASGI lifespan (uvicorn, hypercorn) get the same through lifespan events,
+    and the first connection starts it too, as a fallback: start() is idempotent.
+
+celery
+    `tasks.run_prediction(id)` runs the runner on its worker process's one event loop;
+    beat runs `tasks.reconcile_predictions` to resume stale predictions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from . import runner
+from .models import CatalogModel, Prediction
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+logger = logging.getLogger(__name__)
+
+# How long shutdown waits for runners to save their state and release their rows.
+SHUTDOWN_SECONDS = 10.0
+
+
+async def start_prediction(
+    *,
+    owner: AbstractBaseUser,
+    model: CatalogModel,
+    input: dict[str, Any],
+    source: str,
+    parent: Prediction | None = None,
+) -> Prediction:
+    """Create the row (queued) for an already validated input and hand it to the executor.
+
+    The awaited create has committed (async code runs in autocommit) before the Celery
+    message goes out, so a worker never looks for a row that is not there yet.
+    """
+    prediction = await Prediction.objects.acreate(
+        owner=owner,
+        model=model,
+        model_ref=model.ref,
+        version=model.version,
+        input=input,
+        source=source,
+        parent=parent,
+    )
+    await submit(prediction.pk)
+    return prediction
+
+
+async def submit(prediction_id: uuid.UUID | str) -> None:
+    """Make sure some runner follows this prediction (no-op if one already does)."""
+    if settings.PREDICTION_EXECUTOR == "celery":
+        from .tasks import run_prediction
+
+        try:
+            # Publishing talks to Redis synchronously: keep it off the event loop.
+            await sync_to_async(run_prediction.delay, thread_sensitive=False)(str(prediction_id))
+        except Exception:
+            # The row stays queued; the reconciler enqueues it once the broker is back.
+            logger.exception("could not enqueue prediction %s", prediction_id)
+    else:
+        inline.submit(uuid.UUID(str(prediction_id)))
+
+
+class InlineExecutor:
+    """Runs predictions as tasks on one event loop (the daphne process's)."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[uuid.UUID, asyncio.Task[str]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._reconciler: asyncio.Task[None] | None = None
+
+    def submit(self, prediction_id: uuid.UUID) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if self.loop is not None and running is not self.loop:
+            # Called from another thread or loop: runners live on the server's loop.
+            self.loop.call_soon_threadsafe(self._spawn, prediction_id)
+        elif running is not None:
+            self._spawn(prediction_id)
+        else:
+            logger.warning("no event loop to run %s on; the reconciler will", prediction_id)
+
+    def _spawn(self, prediction_id: uuid.UUID) -> None:
+        if prediction_id in self.tasks:
+            return
+        task = asyncio.get_running_loop().create_task(
+            runner.run_prediction(prediction_id), name=f"prediction-{prediction_id}"
+        )
+        self.tasks[prediction_id] = task
+
+        def forget(done: asyncio.Task[str]) -> None:
+            if self.tasks.get(prediction_id) is done:
+                del self.tasks[prediction_id]
+            if not done.cancelled() and done.exception() is not None:
+                logger.error("runner for %s crashed", prediction_id, exc_info=done.exception())
+
+        task.add_done_callback(forget)
+
+    def start(self) -> None:
+        """Begin resuming predictions on the running loop; once per loop."""
+        loop = asyncio.get_running_loop()
+        if self.loop is loop:
+            return
+        self.loop = loop
+        self._reconciler = loop.create_task(self._reconcile_forever(), name="inline-reconciler")
+        logger.info("inline executor started")
+
+    async def _reconcile_forever(self) -> None:
+        lease = runner.lease_seconds()
+        while True:
+            try:
+                for prediction_id in await database_sync_to_async(runner.claimable)(lease):
+                    self._spawn(prediction_id)
+            except Exception:
+                logger.exception("inline reconciler failed; trying again")
+            await asyncio.sleep(max(1.0, lease / 3))
+
+    async def stop(self, timeout: float = SHUTDOWN_SECONDS) -> None:
+        """Cancel runners (each saves its state and hands its row back) and wait for them."""
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            self._reconciler = None
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        self.loop = None
+        logger.info("inline executor stopped (%d runners handed back)", len(tasks))
+
+
+inline = InlineExecutor()
+
+
+def _uses_inline() -> bool:
+    return settings.PREDICTION_EXECUTOR == "inline"
+
+
+def server_started() -> None:
+    if _uses_inline():
+        inline.start()
+
+
+async def server_stopping() -> None:
+    if _uses_inline():
+        await inline.stop()
+
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class ServerLifecycle:
+    """ASGI wrapper: start the inline executor once per server process, stop it in order."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+        self._hook_daphne()
+
+    @staticmethod
+    def _hook_daphne() -> None:
+        reactor = sys.modules.get("twisted.internet.reactor")
+        if reactor is None or type(reactor).__name__ != "AsyncioSelectorReactor":
+            return  # not under daphne: lifespan or the first request starts it
+
+        def stopping() -> Any:
+            from twisted.internet.defer import Deferred
+
+            return Deferred.fromFuture(asyncio.ensure_future(server_stopping()))
+
+        # callLater runs inside the asyncio loop once the reactor runs it; a plain
+        # callWhenRunning would fire before the loop is running.
+        reactor.callLater(0, server_started)
+        reactor.addSystemEventTrigger("before", "shutdown", stopping)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        server_started()
+        await self.app(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                server_started()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await server_stopping()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

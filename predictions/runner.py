@@ -1,0 +1,799 @@
+"""The runner: one coroutine drives one prediction from `queued` to a terminal state.
+
+Both executors call `run_prediction(id)` (inline: an asyncio task in daphne; celery: a task
+on a worker's event loop). It is safe to call any number of times, anywhere:
+
+- **Claim.** A runner first claims the row with a compare-and-set UPDATE: a `queued` row
+  becomes `starting`, or an active row nobody has touched for a lease period is taken
+  over. Every later write is fenced on the `updated_at` it wrote last, so a runner that
+  lost the row (another one took over) finds out at its next write and stops.
+  A live runner writes at least every lease/6 seconds (a heartbeat when idle).
+- **Create once.** The upstream id is written the moment the create returns; a runner
+  that finds it set resumes that prediction (polling) and never creates another.
+- **Events.** Tokens, logs, progress and status go out as numbered events (events.py),
+  batched: the first at once, then at most every BATCH_SECONDS. The row is written about
+  once a second, never per token, with `event_seq` in the same UPDATE as the text and
+  logs, so a row is always a consistent snapshot as of its seq.
+- **Resume = reset.** A runner that takes over cannot know what a dead one published
+  after its last flush, so it skips one seq number past anything published (the replay
+  log knows the highest), writes the authoritative state from upstream under the next
+  one, and only then publishes. Every watcher sees the gap and re-reads that row.
+- **The end.** The final prediction is fetched, output files are copied into our storage
+  and the output rewritten to our URLs, the row is written, then `done` is published.
+- **Nothing stays active.** Create is retried on 429/5xx (bounded, honouring
+  Retry-After); a broken stream falls back to polling; reads are retried (bounded);
+  a per-model deadline cancels upstream; any other error fails the prediction with a
+  sentence a person can read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import mimetypes
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.utils.text import get_valid_filename
+
+from . import events, upstream
+from .models import OutputFile, Prediction
+from .upstream import Credentials, UpstreamError
+
+logger = logging.getLogger(__name__)
+
+Status = Prediction.Status
+
+# At most one publish per prediction this often (after the first one, which goes at once).
+BATCH_SECONDS = 0.05
+# The row is written about this often while something changed.
+FLUSH_SECONDS = 1.0
+# Polling backoff: fast while output changes, slower while nothing happens.
+POLL_MIN_SECONDS = 0.5
+POLL_MAX_SECONDS = 5.0
+# Creating is retried on 429/5xx this many times in all, waiting at most this long each.
+CREATE_ATTEMPTS = 5
+CREATE_MAX_WAIT_SECONDS = 30.0
+# Consecutive failed reads (5xx, network) before the prediction is given up as failed.
+READ_ATTEMPTS = 8
+# Output files larger than this stay on Replicate (their URL is kept).
+DEFAULT_MAX_FILE_BYTES = 100 * 1024 * 1024
+
+UPSTREAM_TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
+_CONSOLE_STATUS = {
+    "starting": Status.STARTING,
+    "processing": Status.PROCESSING,
+    "succeeded": Status.SUCCEEDED,
+    "failed": Status.FAILED,
+    "canceled": Status.CANCELED,
+    "aborted": Status.FAILED,
+}
+
+
+class LeaseLost(Exception):
+    """Another runner took the row over (or someone saved it): stop without writing."""
+
+
+def lease_seconds() -> float:
+    """How long a silent runner keeps its claim; PREDICTION_LEASE_SECONDS, default 30."""
+    return float(getattr(settings, "PREDICTION_LEASE_SECONDS", 30))
+
+
+def max_file_bytes() -> int:
+    return int(getattr(settings, "PREDICTION_MAX_FILE_BYTES", DEFAULT_MAX_FILE_BYTES))
+
+
+def webhook_url() -> str | None:
+    public = getattr(settings, "PUBLIC_URL", "")
+    return public.rstrip("/") + reverse("predictions:webhook") if public else None
+
+
+def text_of(output: Any) -> str | None:
+    """A text model's output as one string (Cog's iterator of strings is concatenated)."""
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list) and all(isinstance(item, str) for item in output):
+        return "".join(output)
+    return None
+
+
+def _human_duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        hours = int(seconds // 3600)
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds:g} seconds"
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if isinstance(value, str) and value:
+        with contextlib.suppress(ValueError):
+            return parse_datetime(value.replace("Z", "+00:00"))
+    return None
+
+
+# ---------------------------------------------------------------------------- claims
+
+
+def claim(prediction_id: uuid.UUID, lease: float) -> tuple[Prediction, datetime, bool] | None:
+    """Take the prediction for this runner: (row, our lease stamp, resumed) or None when
+    another runner holds it (or it already finished). Compare-and-set, so at most one of
+    any number of concurrent callers succeeds."""
+    now = timezone.now()
+    rows = Prediction.objects.filter(pk=prediction_id)
+    if rows.filter(status=Status.QUEUED).update(status=Status.STARTING, updated_at=now):
+        resumed = False
+    elif (
+        rows.filter(status__in=Prediction.ACTIVE_STATUSES)
+        .filter(updated_at__lt=now - timedelta(seconds=lease))
+        .update(updated_at=now)
+    ):
+        resumed = True
+    else:
+        return None
+    prediction = rows.select_related("model", "model__token").get()
+    return prediction, now, resumed
+
+
+def claimable(lease: float, limit: int = 500) -> list[uuid.UUID]:
+    """Active predictions whose runner went quiet for a lease period (or never started)."""
+    stale = Prediction.objects.stale(timedelta(seconds=lease)).order_by("updated_at")
+    return list(stale.values_list("pk", flat=True)[:limit])
+
+
+def _fenced_update(
+    prediction_id: uuid.UUID, lease: datetime, stamp: datetime, fields: dict[str, Any], watch: bool
+) -> tuple[bool, bool]:
+    """Write `fields` if we still hold the row. Returns (written, cancel requested).
+
+    With `watch`, the first UPDATE also requires that nobody asked to cancel, so noticing
+    a cancel costs a second UPDATE once instead of a SELECT on every write.
+    """
+    rows = Prediction.objects.filter(pk=prediction_id, updated_at=lease)
+    if watch and rows.filter(cancel_requested_at__isnull=True).update(updated_at=stamp, **fields):
+        return True, False
+    if rows.update(updated_at=stamp, **fields):
+        return True, True
+    return False, False
+
+
+def _credentials(prediction: Prediction) -> Credentials:
+    token = prediction.model.resolve_token() if prediction.model else None
+    if token is None:
+        from .models import ApiToken
+
+        token = ApiToken.objects.default()
+    return upstream.credentials_for(token)
+
+
+def _save_file(
+    prediction_id: uuid.UUID, position: int, url: str, content: bytes, content_type: str
+) -> OutputFile:
+    name = _file_name(url, position, content_type)
+    output_file = OutputFile(
+        prediction_id=prediction_id,
+        position=position,
+        content_type=content_type[:100],
+        size=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
+        # A data: URI is the file itself; keep only its header.
+        original_url=url if not url.startswith("data:") else url.split(",", 1)[0][:200],
+    )
+    output_file.file.save(name, ContentFile(content), save=False)
+    output_file.save()
+    return output_file
+
+
+def _file_name(url: str, position: int, content_type: str) -> str:
+    if not url.startswith("data:"):
+        base = get_valid_filename(unquote(urlsplit(url).path.rsplit("/", 1)[-1]))
+        if base and "." in base:
+            return base[-100:]
+    extension = mimetypes.guess_extension(content_type) or ""
+    return f"output-{position}{extension}"
+
+
+def _existing_files(prediction_id: uuid.UUID) -> dict[int, OutputFile]:
+    return {f.position: f for f in OutputFile.objects.filter(prediction_id=prediction_id)}
+
+
+def _file_urls(output: Any) -> list[str]:
+    """Every URL (or data: URI) in an output, in a stable order (lists, then dict values)."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            if value.startswith(("https://", "http://", "data:")):
+                found.append(value)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+
+    walk(output)
+    return found
+
+
+def _rewrite_urls(output: Any, ours: dict[int, str]) -> Any:
+    """The output with the n-th URL replaced by ours[n] (where we have a copy)."""
+    counter = iter(range(1_000_000))
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            if value.startswith(("https://", "http://", "data:")):
+                return ours.get(next(counter), value)
+            return value
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        if isinstance(value, dict):
+            return {key: walk(item) for key, item in value.items()}
+        return value
+
+    return walk(output)
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+async def run_prediction(prediction_id: uuid.UUID | str) -> str:
+    """Drive one prediction to a terminal state, or resume it. The one entry point.
+
+    Returns what happened: "finished", "busy" (another runner holds it, or it is done),
+    "lost" (another runner took over midway) or "error" (infrastructure trouble: the row
+    is left for the reconciler). Raises CancelledError when the process shuts down, after
+    handing the prediction back (see Run.release).
+    """
+    pk = uuid.UUID(str(prediction_id))
+    claimed = await database_sync_to_async(claim)(pk, lease_seconds())
+    if claimed is None:
+        return "busy"
+    return await Run(*claimed).main()
+
+
+class Run:
+    """One runner's in-memory state for one prediction. `main()` once."""
+
+    def __init__(self, prediction: Prediction, lease: datetime, resumed: bool) -> None:
+        self.p = prediction
+        self.pk: uuid.UUID = prediction.pk
+        self.lease = lease
+        self.resumed = resumed
+        model = prediction.model
+        self.streams_text = bool(model and model.streams_text)
+        deadline = model.deadline_seconds if model else 30 * 60
+        self.deadline_seconds = float(deadline)
+        self.deadline_at = prediction.created_at + timedelta(seconds=deadline)
+        self.creds: Credentials | None = None
+        self.upstream_id = prediction.upstream_id
+        self.last_data: dict[str, Any] | None = None
+
+        # What watchers have been sent (and what the row gets at each flush).
+        self.seq = prediction.event_seq
+        self.status = prediction.status
+        self.canceling = prediction.cancel_requested_at is not None
+        self.text = prediction.text_output
+        self.logs = prediction.logs
+        self.output = prediction.output
+        self.started_at = prediction.started_at
+        # Received but not yet published.
+        self.pending_text: list[str] = []
+        self.pending_logs: list[str] = []
+        self.status_changed = False
+        self.output_changed = False
+
+        self.flushed_seq = self.seq
+        self.heartbeat = lease_seconds() / 6
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._last_publish = float("-inf")
+        self._last_write = 0.0
+        self._pump_task: asyncio.Task[None] | None = None
+        self._cancel_sent = False
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ main
+
+    async def main(self) -> str:
+        loop = asyncio.get_running_loop()
+        self._last_write = loop.time()
+        try:
+            try:
+                self.creds = await database_sync_to_async(_credentials)(self.p)
+            except UpstreamError as exc:
+                await self.finish({"status": "failed"}, error=str(exc))
+                return "finished"
+            self._pump_task = asyncio.create_task(self._pump(), name=f"pump-{self.pk}")
+            data, error = await self._supervised()
+            await self._stop_pump()
+            await self.finish(data, error=error)
+            return "finished"
+        except LeaseLost:
+            logger.info("prediction %s: another runner took over", self.pk)
+            return "lost"
+        except asyncio.CancelledError:
+            await self._stop_pump()
+            await self.release()
+            raise
+        except Exception:
+            # The database or the channel layer failed: the row stays active and the
+            # reconciler resumes it once it goes stale.
+            logger.exception("prediction %s: runner stopped", self.pk)
+            return "error"
+        finally:
+            await self._stop_pump()
+
+    async def _supervised(self) -> tuple[dict[str, Any], str]:
+        """Follow upstream to the end, within the deadline, while the pump keeps running.
+
+        Returns the final upstream prediction and, for failures of ours, an error message.
+        """
+        loop = asyncio.get_running_loop()
+        assert self._pump_task is not None
+        driver = asyncio.create_task(self._drive(), name=f"drive-{self.pk}")
+        remaining = (self.deadline_at - timezone.now()).total_seconds()
+        try:
+            async with asyncio.timeout_at(loop.time() + max(0.0, remaining)):
+                await asyncio.wait({driver, self._pump_task}, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            await self._cancel_upstream()
+            model = self.p.model_ref
+            limit = _human_duration(self.deadline_seconds)
+            message = (
+                f"Stopped after {limit}: {model} did not finish within its deadline, "
+                "so the console canceled it."
+            )
+            return self.last_data or {}, message
+        finally:
+            if not driver.done():
+                driver.cancel()
+                await asyncio.gather(driver, return_exceptions=True)
+        if not driver.done() or driver.cancelled():
+            self._pump_task.result()  # the pump failed first: raise its error
+            raise RuntimeError("the prediction's driver stopped without a result")
+        try:
+            return driver.result(), ""
+        except UpstreamError as exc:
+            await self._cancel_upstream()
+            return self.last_data or {}, str(exc)
+        except (LeaseLost, asyncio.CancelledError):
+            raise
+        except Exception:
+            logger.exception("prediction %s: unexpected error", self.pk)
+            await self._cancel_upstream()
+            return self.last_data or {}, (
+                "The console hit an internal error while following this prediction "
+                "and stopped it; the details are in the server log."
+            )
+
+    async def _drive(self) -> dict[str, Any]:
+        """Create (or pick up) the upstream prediction and follow it to a terminal state."""
+        if self.resumed:
+            data = await self._read() if self.upstream_id else None
+            await self._reset(data)
+            if data is not None and data.get("status") in UPSTREAM_TERMINAL:
+                return data
+        if self.upstream_id is None:
+            if self.canceling:
+                return {"status": "canceled"}  # asked before it ever reached Replicate
+            data = await self._create()
+            await self._record_created(data)
+            if data.get("status") in UPSTREAM_TERMINAL:
+                return data
+            if self.streams_text and (data.get("urls") or {}).get("stream"):
+                try:
+                    await self._stream(data)
+                except UpstreamError as exc:
+                    if exc.kind in ("auth", "billing", "config"):
+                        raise
+                    logger.info("prediction %s: %s; polling instead", self.pk, exc)
+        return await self._poll()
+
+    # ------------------------------------------------------------------ upstream
+
+    async def _create(self) -> dict[str, Any]:
+        assert self.creds is not None
+        hook = webhook_url()
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                return await upstream.create_prediction(
+                    self.creds,
+                    model_ref=self.p.model_ref,
+                    version=self.p.version,
+                    input=self.p.input,
+                    stream=self.streams_text,
+                    webhook=hook,
+                    webhook_events_filter=["completed"] if hook else None,
+                )
+            except UpstreamError as exc:
+                # A 429 or 5xx means nothing was created; a network error might have
+                # created one we would never see, so that one is not retried.
+                if exc.kind not in ("rate_limited", "server"):
+                    raise
+                if attempt == CREATE_ATTEMPTS:
+                    raise UpstreamError(
+                        exc.kind,
+                        f"Could not start the prediction after {attempt} attempts: {exc}",
+                        status=exc.status,
+                    ) from exc
+                wait = exc.retry_after if exc.retry_after is not None else 2.0 ** (attempt - 1)
+                logger.info("prediction %s: create attempt %d: %s", self.pk, attempt, exc)
+                await asyncio.sleep(min(wait, CREATE_MAX_WAIT_SECONDS))
+        raise AssertionError("unreachable")
+
+    async def _read(self) -> dict[str, Any]:
+        """GET the prediction, retrying transient failures a bounded number of times."""
+        assert self.creds is not None and self.upstream_id is not None
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                data = await upstream.get_prediction(self.creds, self.upstream_id)
+            except UpstreamError as exc:
+                if not exc.retryable or attempt == READ_ATTEMPTS:
+                    raise
+                wait = exc.retry_after if exc.retry_after else min(0.25 * 2**attempt, 10.0)
+                await asyncio.sleep(wait)
+                continue
+            self.last_data = data
+            return data
+        raise AssertionError("unreachable")
+
+    async def _stream(self, data: dict[str, Any]) -> None:
+        """Consume server-sent events until `done` (or `error`); raises on a broken stream."""
+        assert self.creds is not None
+        async for event in upstream.stream_events(self.creds, data):
+            if event.event == "output":
+                self._set_status(Status.PROCESSING)
+                self.pending_text.append(event.data)
+                self._wake.set()
+            elif event.event == "logs":
+                self._set_status(Status.PROCESSING)
+                # Replicate's `logs` field is the lines joined with newlines.
+                self.pending_logs.append(event.data + "\n")
+                self._wake.set()
+            elif event.event in ("error", "done"):
+                return
+
+    async def _poll(self) -> dict[str, Any]:
+        """Poll until terminal; quick while things change, backing off while they don't."""
+        delay = POLL_MIN_SECONDS
+        while True:
+            data = await self._read()
+            if data.get("status") in UPSTREAM_TERMINAL:
+                return data
+            changed = await self._absorb(data)
+            delay = POLL_MIN_SECONDS if changed else min(delay * 1.5, POLL_MAX_SECONDS)
+            await asyncio.sleep(delay)
+
+    async def _cancel_upstream(self) -> None:
+        """Best effort: the prediction must not keep running (and billing) upstream."""
+        if self.upstream_id is None or self.creds is None:
+            return
+        try:
+            async with asyncio.timeout(15):
+                await upstream.cancel_prediction(self.creds, self.upstream_id)
+        except (UpstreamError, TimeoutError) as exc:
+            logger.warning("prediction %s: could not cancel upstream: %s", self.pk, exc)
+
+    # ------------------------------------------------------------------ state
+
+    def _set_status(self, status: str) -> None:
+        # Forward only: a late "starting" from a poll must not undo "processing".
+        order = (Status.QUEUED, Status.STARTING, Status.PROCESSING)
+        if status in order and order.index(status) > order.index(self.status):
+            self.status = status
+            self.status_changed = True
+            if status == Status.PROCESSING and self.started_at is None:
+                self.started_at = timezone.now()
+            self._wake.set()
+
+    def _received_text(self) -> str:
+        return self.text + "".join(self.pending_text)
+
+    def _received_logs(self) -> str:
+        return self.logs + "".join(self.pending_logs)
+
+    async def _absorb(self, data: dict[str, Any]) -> bool:
+        """Take a polled prediction in as deltas; True if anything changed."""
+        self.last_data = data
+        before = (len(self.pending_text), len(self.pending_logs), self.status, self.output)
+        self._set_status(_CONSOLE_STATUS.get(str(data.get("status")), Status.PROCESSING))
+        diverged = False
+        output = data.get("output")
+        if self.streams_text:
+            text = text_of(output)
+            received = self._received_text()
+            if text is not None and text != received:
+                if text.startswith(received):
+                    self.pending_text.append(text[len(received) :])
+                else:
+                    diverged = True
+        elif output != self.output:
+            self.output = output
+            self.output_changed = True
+        logs = data.get("logs") or ""
+        received = self._received_logs()
+        if logs != received:
+            if logs.startswith(received):
+                self.pending_logs.append(logs[len(received) :])
+            else:
+                diverged = True
+        if diverged:
+            # Not a continuation of what watchers have: start them over from the row.
+            await self._reset(data)
+            return True
+        after = (len(self.pending_text), len(self.pending_logs), self.status, self.output)
+        if after != before or self.output_changed:
+            self._wake.set()
+            return True
+        return False
+
+    def _adopt(self, data: dict[str, Any]) -> None:
+        """Replace our state with upstream's (no deltas): used by resets."""
+        self.pending_text.clear()
+        self.pending_logs.clear()
+        output = data.get("output")
+        if self.streams_text:
+            self.text = text_of(output) or self.text
+        else:
+            self.output = output
+        self.logs = data.get("logs") or self.logs
+        self.status = _CONSOLE_STATUS.get(str(data.get("status")), self.status)
+        if self.status in Prediction.TERMINAL_STATUSES:
+            self.status = Status.PROCESSING  # the terminal state is written by finish()
+        self.started_at = self.started_at or _timestamp(data.get("started_at"))
+
+    # ------------------------------------------------------------------ events and writes
+
+    def _state_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "status": self.status,
+            "text_output": self.text,
+            "logs": self.logs,
+            "event_seq": self.seq,
+            "started_at": self.started_at,
+            "upstream_id": self.upstream_id,
+        }
+        if not self.streams_text:
+            fields["output"] = self.output
+        return fields
+
+    async def _write(self, fields: dict[str, Any] | None = None, *, stamp: Any = None) -> None:
+        """Write our state (plus `fields`) if we still hold the row; raise LeaseLost if not."""
+        new_lease = stamp or timezone.now()
+        values = {**self._state_fields(), **(fields or {})}
+        written, cancel = await database_sync_to_async(_fenced_update)(
+            self.pk, self.lease, new_lease, values, not self.canceling
+        )
+        if not written:
+            raise LeaseLost
+        self.lease = new_lease
+        self.flushed_seq = self.seq
+        self._last_write = asyncio.get_running_loop().time()
+        if cancel and not self.canceling:
+            # Someone pressed cancel: show it, and make sure upstream heard it.
+            self.canceling = True
+            self.status_changed = True
+            self._wake.set()
+            if self.upstream_id and not self._cancel_sent:
+                self._cancel_sent = True
+                # In the background: the pump must not wait on Replicate.
+                task = asyncio.create_task(self._cancel_upstream())
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    def _numbered(self, kind: str, **body: Any) -> dict[str, Any]:
+        self.seq += 1
+        return {"type": kind, "seq": self.seq, **body}
+
+    def _take_pending(self) -> list[dict[str, Any]]:
+        """Turn what was received into numbered events, updating our state as of each seq.
+
+        Synchronous on purpose: no write can see the text without its seq or vice versa.
+        """
+        batch = []
+        if self.status_changed:
+            self.status_changed = False
+            batch.append(
+                self._numbered(events.STATUS, status=self.status, canceling=self.canceling)
+            )
+        if self.pending_text:
+            delta = "".join(self.pending_text)
+            self.pending_text.clear()
+            self.text += delta
+            batch.append(self._numbered(events.OUTPUT, text=delta))
+        if self.output_changed:
+            self.output_changed = False
+            batch.append(self._numbered(events.OUTPUT, output=self.output))
+        if self.pending_logs:
+            delta = "".join(self.pending_logs)
+            self.pending_logs.clear()
+            self.logs += delta
+            batch.append(self._numbered(events.LOGS, text=delta))
+            progress = events.parse_progress(delta)
+            if progress is not None:
+                batch.append(self._numbered(events.PROGRESS, **progress))
+        return batch
+
+    async def _send(self, batch: list[dict[str, Any]]) -> None:
+        for event in batch:
+            await events.publish(self.pk, event)
+        if any(event["type"] == events.STATUS for event in batch):
+            await self._send_user_status()
+        if batch:
+            self._last_publish = asyncio.get_running_loop().time()
+
+    async def _send_user_status(self) -> None:
+        await events.publish_user_status(
+            self.p.owner_id,
+            events.user_status_event(self.pk, self.status, self.p.model_ref, self.canceling),
+        )
+
+    def _write_due(self, now: float) -> float:
+        """Seconds until the next write is due (<= 0: now)."""
+        if self.seq != self.flushed_seq or self.status_changed:
+            return self._last_write + FLUSH_SECONDS - now
+        return self._last_write + self.heartbeat - now
+
+    async def _pump(self) -> None:
+        """Publish what arrived, at most every BATCH_SECONDS; flush and heartbeat the row."""
+        loop = asyncio.get_running_loop()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, self._write_due(loop.time()))):
+                    await self._wake.wait()
+            pause = self._last_publish + BATCH_SECONDS - loop.time()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            self._wake.clear()
+            async with self._lock:
+                await self._send(self._take_pending())
+                if self._write_due(loop.time()) <= 0:
+                    await self._write()
+
+    async def _stop_pump(self) -> None:
+        task, self._pump_task = self._pump_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _record_created(self, data: dict[str, Any]) -> None:
+        """Store the upstream id before anything else can happen, then announce it."""
+        async with self._lock:
+            self.upstream_id = str(data["id"])
+            self.last_data = data
+            self._set_status(_CONSOLE_STATUS.get(str(data.get("status")), Status.STARTING))
+            self.status_changed = False
+            event = self._numbered(events.STATUS, status=self.status, canceling=self.canceling)
+            try:
+                await self._write()
+            except LeaseLost:
+                await self._cancel_upstream()  # nobody would ever follow this one
+                raise
+            event["canceling"] = self.canceling  # the write may have noticed a cancel
+            await self._send([event])
+
+    async def _reset(self, data: dict[str, Any] | None) -> None:
+        """Make every watcher start over from the row: see the module docstring."""
+        async with self._lock:
+            if data is not None:
+                self._adopt(data)
+            else:
+                self._take_pending()  # fold anything received into our state
+            published = max(self.seq, await events.replay_log().last_seq(self.pk))
+            self.seq = published + 1  # never published: a gap for everyone
+            self.status_changed = False
+            event = self._numbered(events.STATUS, status=self.status, canceling=self.canceling)
+            await self._write()
+            await self._send([event])
+
+    async def release(self) -> None:
+        """Shutting down: save what watchers saw and hand the row back at once (the lease
+        stamp is back-dated, so the next server or worker claims it without waiting)."""
+        old = timezone.now() - timedelta(seconds=2 * lease_seconds())
+        with contextlib.suppress(LeaseLost):
+            await self._write(stamp=old)
+
+    # ------------------------------------------------------------------ the end
+
+    async def finish(self, data: dict[str, Any], *, error: str = "") -> None:
+        """Archive files, write the terminal row, publish `done`."""
+        upstream_status = str(data.get("status") or "failed")
+        status = Status.FAILED if error else _CONSOLE_STATUS.get(upstream_status, Status.FAILED)
+        if not error and status == Status.FAILED:
+            error = str(data.get("error") or "").strip() or (
+                "Replicate aborted this prediction before it finished."
+                if upstream_status == "aborted"
+                else "The model failed without saying why."
+            )
+        async with self._lock:
+            output = data.get("output", self.output)
+            final_text = text_of(output) if self.streams_text else None
+            if final_text is not None:
+                received = self._received_text()
+                if final_text.startswith(received) and final_text != received:
+                    # The tail watchers have not seen, as a delta, before `done`.
+                    self.pending_text.append(final_text[len(received) :])
+            logs = data.get("logs")
+            if isinstance(logs, str) and logs.startswith(self._received_logs()):
+                self.pending_logs.append(logs[len(self._received_logs()) :])
+            self.status_changed = False
+            await self._send(self._take_pending())
+            if final_text is not None:
+                self.text = final_text
+            if isinstance(logs, str):
+                self.logs = logs
+
+            files: list[OutputFile] = []
+            if status == Status.SUCCEEDED and not self.streams_text:
+                output, files = await self._archive(output)
+                if files:
+                    listing = [events.serialize_file(self.pk, f) for f in files]
+                    await self._send([self._numbered(events.FILES, files=listing)])
+            self.status = status
+            self.output = output
+            self.seq += 1  # the `done` event's number
+            now = timezone.now()
+            completed_at = _timestamp(data.get("completed_at")) or now
+            started_at = self.started_at or _timestamp(data.get("started_at"))
+            metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
+            final = {
+                "status": status,
+                "output": output,
+                "error": error,
+                "metrics": metrics or self.p.metrics,
+                "started_at": started_at,
+                "completed_at": completed_at,
+            }
+            await self._write(final)
+            for name, value in {**self._state_fields(), **final}.items():
+                setattr(self.p, name, value)
+            done = {
+                "type": events.DONE,
+                "seq": self.seq,
+                "prediction": events.serialize_prediction(self.p, files),
+            }
+            await self._send([done])
+            await self._send_user_status()
+        logger.info("prediction %s: %s", self.pk, status)
+
+    async def _archive(self, output: Any) -> tuple[Any, list[OutputFile]]:
+        """Copy output files into our storage; the output then points at our copies."""
+        urls = _file_urls(output)
+        if not urls:
+            return output, []
+        assert self.creds is not None
+        existing = await database_sync_to_async(_existing_files)(self.pk)
+        saved: dict[int, OutputFile] = {}
+        for position, url in enumerate(urls):
+            if position in existing:
+                saved[position] = existing[position]  # copied before a restart
+                continue
+            try:
+                content, content_type = await upstream.download_file(
+                    self.creds, url, max_bytes=max_file_bytes()
+                )
+            except UpstreamError as exc:
+                logger.warning(
+                    "prediction %s: output file %d not copied: %s", self.pk, position, exc
+                )
+                continue
+            saved[position] = await database_sync_to_async(_save_file)(
+                self.pk, position, url, content, content_type
+            )
+        ours = {
+            position: reverse("predictions:file", args=[self.pk, position]) for position in saved
+        }
+        return _rewrite_urls(output, ours), [saved[p] for p in sorted(saved)]

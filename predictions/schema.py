@@ -1,0 +1,586 @@
+"""Forms from Cog input schemas, and validation of inputs against the cached schema.
+
+A catalogue model caches its version's `Input` schema (Cog's OpenAPI dialect). This module
+turns it into an ordered list of `Field`s for the form, and `clean_input` checks a user's
+input against it before anything is created here or upstream. Both the web form and the
+websocket `submit` message go through `clean_input`, so the rules live in one place.
+
+Form posts carry strings; websocket messages carry JSON values. `clean_input` accepts both
+and coerces per schema type.
+"""
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .models import CatalogModel
+
+# Fields whose name says "free text" get a textarea rather than a one-line box.
+_LONG_TEXT = re.compile(
+    r"prompt|text|context|question|message|instruction|system|template|history|caption|lyrics",
+)
+_TRUE_WORDS = {"true", "on", "1", "yes"}
+_FALSE_WORDS = {"false", "off", "0", "no"}
+# Show the allowed values in an error message only when the list is short enough to read.
+_LIST_CHOICES_UP_TO = 12
+
+
+class InvalidInput(Exception):
+    """Input that does not match the schema: field name → messages ("__all__" for general)."""
+
+    def __init__(self, errors: Mapping[str, list[str]]) -> None:
+        self.errors: dict[str, list[str]] = {name: list(msgs) for name, msgs in errors.items()}
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in self.errors.items()))
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+
+@dataclass
+class Field:
+    """One input of a model, ready for the form and for validation."""
+
+    name: str
+    label: str
+    kind: str  # text, textarea, integer, number, boolean, choice, file, list, file_list, json
+    required: bool = False
+    help: str = ""
+    default: Any = MISSING
+    minimum: float | None = None
+    maximum: float | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    pattern: str | None = None
+    choices: list[Any] = field(default_factory=list)
+    item_kind: str = ""  # for lists: integer, number, text or file
+    nullable: bool = False
+    # An enum whose $ref target the cached schema lacks: any value of the base type passes.
+    unresolved: bool = False
+    order: int = 0
+    value: Any = MISSING  # what the form shows: submitted, re-run, admin default or default
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not MISSING
+
+    @property
+    def slider(self) -> bool:
+        return self.kind in {"integer", "number"} and None not in (self.minimum, self.maximum)
+
+    @property
+    def step(self) -> str:
+        if self.kind == "integer":
+            return "1"
+        if self.slider:
+            # A hundred notches across the range, rounded to a readable decimal.
+            span = float(self.maximum) - float(self.minimum)  # type: ignore[arg-type]
+            if span <= 0:
+                return "any"
+            return f"{10 ** math.floor(math.log10(span / 100)):g}"
+        return "any"
+
+    @property
+    def display(self) -> str:
+        """The value as the text a form control holds."""
+        return display_value(self, self.value)
+
+    @property
+    def is_data_uri(self) -> bool:
+        return isinstance(self.value, str) and self.value.startswith("data:")
+
+    @property
+    def options(self) -> list[tuple[str, str, bool]]:
+        """(value, label, selected) for a <select>; an empty first option when optional."""
+        current = self.display
+        options = [(str(c), str(c), str(c) == current) for c in self.choices]
+        if not self.required and not self.has_default:
+            options.insert(0, ("", "—", current == ""))
+        return options
+
+    @property
+    def checked(self) -> bool:
+        return self.value is True or (
+            isinstance(self.value, str) and self.value.strip().lower() in _TRUE_WORDS
+        )
+
+    @property
+    def input_id(self) -> str:
+        return f"field-{self.name}"
+
+    @property
+    def described_by(self) -> str:
+        """Ids of the help and error texts, for aria-describedby."""
+        ids = [f"{self.input_id}-help"] if self.help else []
+        if self.errors:
+            ids.append(f"{self.input_id}-error")
+        return " ".join(ids)
+
+    @property
+    def kept_file(self) -> dict[str, Any] | None:
+        """A file carried over as a data: URI (a re-run, a form with errors): type and size."""
+        if not self.is_data_uri:
+            return None
+        header, _, payload = str(self.value).partition(",")
+        return {"type": header[5:].split(";", 1)[0] or "file", "size": len(payload) * 3 // 4}
+
+    @property
+    def accept(self) -> str:
+        """A hint for the file picker, from the input's name; the model decides the rest."""
+        for words, accept in (
+            (("image", "mask", "img", "photo", "picture"), "image/*"),
+            (("audio", "speaker", "voice", "sound", "music", "speech"), "audio/*"),
+            (("video", "movie", "clip"), "video/*"),
+        ):
+            if any(word in self.name.lower() for word in words):
+                return accept
+        return ""
+
+
+def display_value(spec: Field, value: Any) -> str:
+    if value is MISSING or value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if spec.kind in {"list", "file_list"} and isinstance(value, list):
+        return "\n".join(display_value(spec, item) for item in value)
+    if isinstance(value, int | float):
+        return f"{value:g}" if isinstance(value, float) and value.is_integer() else str(value)
+    return json.dumps(value, ensure_ascii=False, indent=2)
+
+
+def _lookup_ref(root: Mapping[str, Any], ref: str) -> dict[str, Any] | None:
+    """Find a `$ref` target in the cached schema, wherever the refresh put the definitions."""
+    if not ref.startswith("#/"):
+        return None
+    node: Any = root
+    for part in ref[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, Mapping) or part not in node:
+            node = None
+            break
+        node = node[part]
+    if isinstance(node, Mapping):
+        return dict(node)
+    # The Input object stored alone keeps no components; look for definitions kept beside it.
+    name = ref.rsplit("/", 1)[-1]
+    for container in (
+        root.get("components", {}).get("schemas", {}),
+        root.get("$defs", {}),
+        root.get("definitions", {}),
+    ):
+        if isinstance(container, Mapping) and isinstance(container.get(name), Mapping):
+            return dict(container[name])
+    return None
+
+
+def _resolve(prop: Mapping[str, Any], root: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Merge `allOf`/`$ref` parts into one property; the property's own keys win.
+
+    Returns the merged property and whether a reference could not be found.
+    """
+    own = {k: v for k, v in prop.items() if k not in {"allOf", "$ref"}}
+    parts = list(prop.get("allOf") or [])
+    if "$ref" in prop:
+        parts.append({"$ref": prop["$ref"]})
+    merged: dict[str, Any] = {}
+    unresolved = False
+    for part in parts:
+        if not isinstance(part, Mapping):
+            continue
+        if "$ref" in part:
+            target = _lookup_ref(root, str(part["$ref"]))
+            if target is None:
+                unresolved = True
+                continue
+            target, missing = _resolve(target, root)
+            unresolved = unresolved or missing
+            # An enum's own title is its Python class name ("aspect_ratio"), not a label.
+            target.pop("title", None)
+            target.pop("description", None)
+            merged.update(target)
+        else:
+            merged.update(part)
+    merged.update(own)
+    if unresolved and "type" not in merged:
+        default = merged.get("default")
+        merged["type"] = _json_type(default) if default is not None else "string"
+    return merged, unresolved
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "string"
+
+
+def _humanize(name: str) -> str:
+    words = name.replace("_", " ").replace("-", " ").strip()
+    return words[:1].upper() + words[1:]
+
+
+def _nullable(prop: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Unwrap `anyOf: [X, {type: null}]` (newer Cog) into X; note `nullable: true`."""
+    options = prop.get("anyOf")
+    if isinstance(options, list):
+        real = [o for o in options if isinstance(o, Mapping) and o.get("type") != "null"]
+        if len(real) == 1 and len(real) < len(options):
+            merged = {**real[0], **{k: v for k, v in prop.items() if k != "anyOf"}}
+            return merged, True
+    return dict(prop), bool(prop.get("nullable"))
+
+
+def _kind(name: str, prop: Mapping[str, Any]) -> tuple[str, str]:
+    """The form control for a property, and for arrays the kind of their items."""
+    kind = prop.get("type")
+    if "enum" in prop:
+        return "choice", ""
+    if kind == "boolean":
+        return "boolean", ""
+    if kind in {"integer", "number"}:
+        return kind, ""
+    if kind == "string":
+        if prop.get("format") == "uri":
+            return "file", ""
+        default = prop.get("default")
+        long_default = isinstance(default, str) and ("\n" in default or len(default) > 80)
+        if _LONG_TEXT.search(name) or long_default:
+            return "textarea", ""
+        return "text", ""
+    if kind == "array":
+        items = prop.get("items") if isinstance(prop.get("items"), Mapping) else {}
+        item_type = items.get("type")
+        if item_type == "string" and items.get("format") == "uri":
+            return "file_list", "file"
+        if item_type in {"string", "integer", "number"} and "enum" not in items:
+            return "list", {"string": "text"}.get(item_type, item_type)
+    return "json", ""
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def fields_for(schema: Mapping[str, Any] | None, hidden: Iterable[str] = ()) -> list[Field]:
+    """The schema's inputs in display order (`x-order`), without the hidden ones."""
+    schema = schema or {}
+    properties = schema.get("properties") or {}
+    required = set(schema.get("required") or [])
+    hidden = set(hidden)
+    result = []
+    for position, (name, raw) in enumerate(properties.items()):
+        if name in hidden or not isinstance(raw, Mapping):
+            continue
+        prop, unresolved = _resolve(raw, schema)
+        prop, nullable = _nullable(prop)
+        kind, item_kind = _kind(name, prop)
+        if unresolved and kind == "textarea":
+            kind = "text"  # an enum we cannot list: one value, typed in
+        order = prop.get("x-order")
+        title = str(raw.get("title") or prop.get("title") or "")
+        help_text = str(prop.get("description") or "").strip()
+        result.append(
+            Field(
+                name=name,
+                # An inlined enum keeps its class name as title ("aspect_ratio"): no label.
+                label=title if title and title != name else _humanize(name),
+                kind=kind,
+                required=name in required,
+                help="" if help_text == "An enumeration." else help_text,
+                default=prop.get("default", MISSING),
+                minimum=_number(prop.get("minimum")),
+                maximum=_number(prop.get("maximum")),
+                min_length=prop.get("minLength"),
+                max_length=prop.get("maxLength"),
+                pattern=prop.get("pattern"),
+                choices=list(prop.get("enum") or []),
+                item_kind=item_kind,
+                nullable=nullable,
+                unresolved=unresolved,
+                # Properties without x-order keep their place after the ordered ones.
+                order=order if isinstance(order, int) else 10_000 + position,
+            )
+        )
+    result.sort(key=lambda f: f.order)
+    return result
+
+
+def form_fields(
+    model: "CatalogModel",
+    values: Mapping[str, Any] | None = None,
+    errors: Mapping[str, list[str]] | None = None,
+) -> list[Field]:
+    """Fields for the model's form, each with the value to show and its errors.
+
+    The value is, in order: what was submitted (or the re-run prediction's input), the
+    admin's default, the schema's default.
+    """
+    admin_defaults = model.default_input if isinstance(model.default_input, dict) else {}
+    fields = fields_for(model.input_schema, model.hidden_inputs or [])
+    for spec in fields:
+        if values is not None and spec.name in values:
+            spec.value = values[spec.name]
+        elif spec.name in admin_defaults:
+            spec.value = admin_defaults[spec.name]
+        else:
+            spec.value = spec.default
+        spec.errors = list((errors or {}).get(spec.name, []))
+    return fields
+
+
+def _is_empty(value: Any) -> bool:
+    return value is MISSING or value is None or value == "" or value == []
+
+
+def clean_input(model: "CatalogModel", data: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate and coerce a user's input for `model`; raise InvalidInput with field errors.
+
+    Hidden inputs cannot be set by users: whatever they send is ignored and the admin's
+    value (if any) is sent. Missing or empty optional fields are dropped so the model's
+    own defaults apply upstream; missing fields take the admin's default first.
+    """
+    schema = model.input_schema or {}
+    if not schema.get("properties"):
+        raise InvalidInput(
+            {"__all__": ["This model's input schema has not been fetched yet; ask an admin."]}
+        )
+    hidden = set(model.hidden_inputs or [])
+    admin_defaults = model.default_input if isinstance(model.default_input, dict) else {}
+    specs = {spec.name: spec for spec in fields_for(schema)}
+    errors: dict[str, list[str]] = {}
+    for name in data:
+        if name not in specs:
+            errors[name] = [f"This model has no input called “{name}”."]
+    cleaned: dict[str, Any] = {}
+    for name, spec in specs.items():
+        if name in hidden:
+            if name in admin_defaults:
+                cleaned[name] = admin_defaults[name]
+            continue
+        value = data.get(name, MISSING)
+        if _is_empty(value):
+            value = admin_defaults.get(name, MISSING)
+        if spec.required and (_is_empty(value) or (isinstance(value, str) and not value.strip())):
+            errors[name] = ["This field is required."]
+            continue
+        if _is_empty(value):
+            continue
+        try:
+            cleaned[name] = coerce(spec, value)
+        except ValueError as exc:
+            errors[name] = [str(exc)]
+    if errors:
+        raise InvalidInput(errors)
+    return cleaned
+
+
+def coerce(spec: Field, value: Any) -> Any:
+    """One value, converted to the schema's type and checked; ValueError says what's wrong."""
+    if spec.kind == "choice":
+        return _choice(spec, value)
+    if spec.kind == "integer":
+        return _bounded(spec, _integer(value))
+    if spec.kind == "number":
+        return _bounded(spec, _float(value))
+    if spec.kind == "boolean":
+        return _boolean(value)
+    if spec.kind in {"text", "textarea"}:
+        return _text(spec, value)
+    if spec.kind == "file":
+        return _uri(value)
+    if spec.kind in {"list", "file_list"}:
+        return _list(spec, value)
+    return _json(value)
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("Enter a whole number.")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"[+-]?\d+", text):
+            return int(text)
+        if re.fullmatch(r"[+-]?\d+\.0*", text):
+            return int(float(text))
+    raise ValueError("Enter a whole number.")
+
+
+def _float(value: Any) -> int | float:
+    if isinstance(value, bool):
+        raise ValueError("Enter a number.")
+    if isinstance(value, int):
+        return value
+    number: float
+    if isinstance(value, float):
+        number = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"[+-]?\d+", text):
+            return int(text)
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError("Enter a number.") from None
+    else:
+        raise ValueError("Enter a number.")
+    if not math.isfinite(number):
+        raise ValueError("Enter a finite number.")
+    return number
+
+
+def _fmt(number: float) -> str:
+    return f"{number:g}"
+
+
+def _bounded(spec: Field, number: int | float) -> int | float:
+    if spec.minimum is not None and number < spec.minimum:
+        raise ValueError(f"Ensure this value is at least {_fmt(spec.minimum)}.")
+    if spec.maximum is not None and number > spec.maximum:
+        raise ValueError(f"Ensure this value is at most {_fmt(spec.maximum)}.")
+    return number
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS | _FALSE_WORDS:
+        return value.strip().lower() in _TRUE_WORDS
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError("Choose yes or no.")
+
+
+def _choice(spec: Field, value: Any) -> Any:
+    for choice in spec.choices:
+        # Form posts send "4" for an integer enum's 4; compare as text, return the real value.
+        if value == choice and type(value) is type(choice):
+            return choice
+        if isinstance(value, str) and not isinstance(choice, str) and value.strip() == str(choice):
+            return choice
+    shown = str(value)
+    if len(shown) > 40:
+        shown = shown[:40] + "…"
+    if len(spec.choices) <= _LIST_CHOICES_UP_TO:
+        allowed = ", ".join(str(c) for c in spec.choices)
+        raise ValueError(f"“{shown}” is not one of the choices: {allowed}.")
+    raise ValueError(f"“{shown}” is not one of the {len(spec.choices)} choices.")
+
+
+def _text(spec: Field, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("Enter text.")
+    if spec.min_length is not None and len(value) < spec.min_length:
+        raise ValueError(f"Enter at least {spec.min_length} characters.")
+    if spec.max_length is not None and len(value) > spec.max_length:
+        raise ValueError(f"Enter at most {spec.max_length} characters (you entered {len(value)}).")
+    if spec.pattern and not re.search(spec.pattern, value):
+        raise ValueError("Enter a value in the expected format.")
+    return value
+
+
+def _uri(value: Any) -> str:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("data:") and "," in text:
+            return text
+        if re.match(r"https?://[^\s/]+", text) and not any(c.isspace() for c in text):
+            return text
+    raise ValueError("Choose a file, or enter a URL starting with https://.")
+
+
+def _list(spec: Field, value: Any) -> list[Any]:
+    if isinstance(value, str):
+        # Forms send lists as one item per line.
+        value = [line.strip() for line in value.splitlines() if line.strip()]
+    if not isinstance(value, list):
+        raise ValueError("Enter one item per line.")
+    item = Field(name=spec.name, label=spec.label, kind=spec.item_kind or "text")
+    cleaned = []
+    for index, entry in enumerate(value, start=1):
+        try:
+            cleaned.append(_uri(entry) if item.kind == "file" else coerce(item, entry))
+        except ValueError as exc:
+            raise ValueError(f"Item {index}: {exc}") from None
+    return cleaned
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError("Enter valid JSON.") from None
+    return value
+
+
+def python_literal(value: Any, indent: int = 0) -> str:
+    """A value as Python source, for the API snippet (static/js/form.js mirrors this)."""
+    pad = " " * indent
+    inner = " " * (indent + 4)
+    if value is None:
+        return "None"
+    if value is True:
+        return "True"
+    if value is False:
+        return "False"
+    if isinstance(value, str):
+        if value.startswith("data:"):
+            # A file's bytes are noise in a snippet; show how a program would pass a file.
+            kind = value[5:].split(";", 1)[0].split("/")[0] or "input"
+            return f'open("{kind}-file", "rb")'
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        items = ",\n".join(inner + python_literal(v, indent + 4) for v in value)
+        return f"[\n{items},\n{pad}]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = ",\n".join(
+            f"{inner}{json.dumps(str(k), ensure_ascii=False)}: {python_literal(v, indent + 4)}"
+            for k, v in value.items()
+        )
+        return f"{{\n{items},\n{pad}}}"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def api_snippet(model: "CatalogModel", input: Mapping[str, Any]) -> str:
+    """The `replicate` client code that runs the same model with the same input."""
+    ref = f"{model.ref}:{model.version}" if model.version else model.ref
+    return (
+        "import asyncio\n\n"
+        "import replicate  # reads REPLICATE_API_TOKEN from the environment\n\n\n"
+        "async def main() -> None:\n"
+        "    output = await replicate.async_run(\n"
+        f"        {json.dumps(ref)},\n"
+        f"        input={python_literal(dict(input), 8)},\n"
+        "    )\n"
+        "    print(output)\n\n\n"
+        "asyncio.run(main())\n"
+    )
