@@ -16,8 +16,9 @@ inline
     loop: the Twisted reactor daphne drives asyncio with. `reactor.callLater(0, start)`
     fires on the loop as soon as the server runs; a "before shutdown" trigger returns a
     Deferred that waits while runners save their state and hand their rows back. Servers
-    that speak ASGI lifespan (uvicorn, hypercorn) get the same through lifespan events,
-    and the first connection starts it too, as a fallback: start() is idempotent.
+    that speak ASGI lifespan (uvicorn, hypercorn) get the same through lifespan events.
+    (Not "on the first request": a server nobody visits after a restart must still resume
+    its predictions, and tests driving the ASGI app must not grow a background reconciler.)
 
 celery
     `tasks.run_prediction(id)` runs the runner on its worker process's one event loop;
@@ -146,7 +147,7 @@ class InlineExecutor:
                 logger.exception("inline reconciler failed; trying again")
             await asyncio.sleep(max(1.0, lease / 3))
 
-    async def stop(self, timeout: float = SHUTDOWN_SECONDS) -> None:
+    async def stop(self) -> None:
         """Cancel runners (each saves its state and hands its row back) and wait for them."""
         if self._reconciler is not None:
             self._reconciler.cancel()
@@ -155,7 +156,7 @@ class InlineExecutor:
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+            await asyncio.wait(tasks, timeout=SHUTDOWN_SECONDS)
         self.loop = None
         logger.info("inline executor stopped (%d runners handed back)", len(tasks))
 
@@ -193,7 +194,7 @@ class ServerLifecycle:
     def _hook_daphne() -> None:
         reactor = sys.modules.get("twisted.internet.reactor")
         if reactor is None or type(reactor).__name__ != "AsyncioSelectorReactor":
-            return  # not under daphne: lifespan or the first request starts it
+            return  # not under daphne: lifespan events start and stop it
 
         def stopping() -> Any:
             from twisted.internet.defer import Deferred
@@ -209,7 +210,6 @@ class ServerLifecycle:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        server_started()
         await self.app(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

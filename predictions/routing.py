@@ -1,3 +1,10 @@
 """Websocket routes (mounted by project/asgi.py)."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from . import consumers
+
+websocket_urlpatterns = [
+    path("ws/predictions/", consumers.FeedConsumer.as_asgi()),
+    path("ws/predictions/<uuid:pk>/", consumers.PredictionConsumer.as_asgi()),
+]

@@ -108,12 +108,10 @@ def text_of(output: Any) -> str | None:
 
 
 def _human_duration(seconds: float) -> str:
-    if seconds >= 3600 and seconds % 3600 == 0:
-        hours = int(seconds // 3600)
-        return f"{hours} hour{'s' if hours != 1 else ''}"
-    if seconds >= 60 and seconds % 60 == 0:
-        minutes = int(seconds // 60)
-        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    for unit, size in (("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
     return f"{seconds:g} seconds"
 
 
@@ -574,9 +572,20 @@ class Run:
         """Write our state (plus `fields`) if we still hold the row; raise LeaseLost if not."""
         new_lease = stamp or timezone.now()
         values = {**self._state_fields(), **(fields or {})}
-        written, cancel = await database_sync_to_async(_fenced_update)(
-            self.pk, self.lease, new_lease, values, not self.canceling
+        update = asyncio.ensure_future(
+            database_sync_to_async(_fenced_update)(
+                self.pk, self.lease, new_lease, values, not self.canceling
+            )
         )
+        try:
+            written, cancel = await asyncio.shield(update)
+        except asyncio.CancelledError:
+            # The UPDATE runs to its end in its thread anyway: keep our stamp in step with
+            # it, or the hand-back that follows would find the row "taken".
+            with contextlib.suppress(Exception):
+                if (await update)[0]:
+                    self.lease = new_lease
+            raise
         if not written:
             raise LeaseLost
         self.lease = new_lease
@@ -666,7 +675,8 @@ class Run:
     async def _stop_pump(self) -> None:
         task, self._pump_task = self._pump_task, None
         if task is not None and not task.done():
-            task.cancel()
+            async with self._lock:  # so it never stops halfway through a publish or write
+                task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
     async def _record_created(self, data: dict[str, Any]) -> None:

@@ -233,6 +233,15 @@ def _json_type(value: Any) -> str:
     return "string"
 
 
+def _label(name: str, title: str) -> str:
+    """Cog titles a field "Num Inference Steps" from its name; "Num inference steps" reads
+    better. A hand-written title stays; an inlined enum's title is its class name."""
+    generated = name.replace("_", " ").replace("-", " ").strip().lower()
+    if not title or title == name or title.lower() == generated:
+        return _humanize(name)
+    return title
+
+
 def _humanize(name: str) -> str:
     words = name.replace("_", " ").replace("-", " ").strip()
     return words[:1].upper() + words[1:]
@@ -301,8 +310,7 @@ def fields_for(schema: Mapping[str, Any] | None, hidden: Iterable[str] = ()) -> 
         result.append(
             Field(
                 name=name,
-                # An inlined enum keeps its class name as title ("aspect_ratio"): no label.
-                label=title if title and title != name else _humanize(name),
+                label=_label(name, title),
                 kind=kind,
                 required=name in required,
                 help="" if help_text == "An enumeration." else help_text,

@@ -36,7 +36,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import upstream
+from . import executors, upstream
 from .models import CatalogModel, OutputFile, Prediction, User
 from .schema import (
     MISSING,
@@ -182,9 +182,11 @@ async def render_form(
     recent = [
         p
         async for p in Prediction.objects.filter(owner_id=user.pk, model_id=model.pk).only(
-            "id", "status", "created_at", "completed_at", "input_text", "cancel_requested_at"
+            "id", "status", "created_at", "completed_at", "input", "cancel_requested_at"
         )[:5]
     ]
+    for p in recent:
+        p.summary = summary_of(p)
     context = {
         "user": user,
         "nav": "models",
@@ -269,6 +271,8 @@ async def upload_pending(
     model: CatalogModel, cleaned: dict[str, Any], pending: list[PendingUpload]
 ) -> None:
     """Send the big files through the files API and put their URLs into the input."""
+    if not pending:
+        return
     token = await sync_to_async(model.resolve_token)()
     creds = upstream.credentials_for(token)
     for item in pending:
@@ -334,8 +338,6 @@ async def model_page(request: HttpRequest, owner: str, name: str) -> HttpRespons
             request, user, model, values=values, errors=errors, parent=parent, status=502
         )
 
-    from . import executors  # the engine's module; imported here to keep start-up light
-
     prediction = await executors.start_prediction(
         owner=user, model=model, input=cleaned, source=Prediction.Source.WEB, parent=parent
     )
@@ -368,18 +370,28 @@ def file_entry(prediction_id: uuid.UUID, f: OutputFile) -> dict[str, Any]:
     }
 
 
+# Our archived copies: the runner rewrites output URLs to these once it has the files.
+OWN_FILE_URL = re.compile(r"^/predictions/[0-9a-f-]{36}/files/\d+/$")
+
+
+def is_url(value: Any) -> bool:
+    return isinstance(value, str) and (
+        value.startswith(("http://", "https://", "data:")) or bool(OWN_FILE_URL.match(value))
+    )
+
+
 def text_of(prediction: Prediction) -> str:
     """The prediction's text output: streamed tokens, or a plain string output."""
     if prediction.text_output:
         return prediction.text_output
     output = prediction.output
-    if isinstance(output, str) and not output.startswith(("http://", "https://", "data:")):
+    if isinstance(output, str) and not is_url(output):
         return output
     if (
         isinstance(output, list)
         and output
         and all(isinstance(o, str) for o in output)
-        and not any(o.startswith(("http://", "https://", "data:")) for o in output)
+        and not any(is_url(o) for o in output)
     ):
         return "".join(output)
     return ""
@@ -395,7 +407,7 @@ def structured_output(prediction: Prediction, text: str, files: list) -> Any:
 
 def _only_urls(value: Any) -> bool:
     if isinstance(value, str):
-        return value.startswith(("http://", "https://", "data:"))
+        return is_url(value)
     if isinstance(value, list):
         return all(_only_urls(v) for v in value)
     if isinstance(value, dict):
@@ -442,7 +454,7 @@ def timeline(p: Prediction) -> list[dict[str, str]]:
     waited = p.started_at - p.created_at if p.started_at else None
     ran = (end - p.started_at) if (end and p.started_at) else None
     durations = {
-        "queued": timezone.localtime(p.created_at).strftime("%H:%M:%S"),
+        "queued": "",
         "starting": duration(waited) if waited is not None else "",
         "processing": duration(ran) if ran is not None else "",
     }
@@ -674,9 +686,17 @@ def filtered_history(user: User, filters: HistoryFilters, models: list[CatalogMo
 
 
 def summary_of(p: Prediction) -> str:
-    """What a row shows of the input: the prompt if there is one, else all its text."""
-    prompt = (p.input or {}).get("prompt")
-    return prompt if isinstance(prompt, str) and prompt.strip() else p.input_text
+    """What a row shows of the input: the prompt if there is one, else its short values."""
+    values = p.input if isinstance(p.input, dict) else {}
+    prompt = values.get("prompt")
+    if isinstance(prompt, str) and prompt.strip():
+        return prompt
+    parts = [
+        f"{key}: {value}"
+        for key, value in values.items()
+        if isinstance(value, str | int | float) and not is_url(value) and len(str(value)) < 200
+    ]
+    return " · ".join(parts[:4])
 
 
 async def decorate_rows(rows: list[Prediction]) -> list[Prediction]:

@@ -276,6 +276,7 @@ class DemoModel:
     description: str
     streams: bool  # has urls.stream
     iterator: bool  # output is a list that grows item by item
+    title: str = ""
     versions: list[Version] = field(default_factory=list)  # latest first
     run_count: int = 0
 
@@ -498,6 +499,7 @@ TEXT_OUTPUT = {
 TEXT = DemoModel(
     owner="sandbox",
     name="text",
+    title="Sandbox text (streams)",
     description="Streams made-up text, token by token (a stand-in for a language model).",
     streams=True,
     iterator=True,
@@ -672,6 +674,7 @@ IMAGE_V1_INPUT = {
 IMAGE = DemoModel(
     owner="sandbox",
     name="image",
+    title="Sandbox image",
     description="Draws the prompt's words on a gradient (a stand-in for an image model).",
     streams=False,
     iterator=False,
@@ -725,6 +728,7 @@ SLOW_INPUT = {
 SLOW = DemoModel(
     owner="sandbox",
     name="slow",
+    title="Sandbox slow job",
     description="Runs for a while, logging progress each second (for long jobs and cancel).",
     streams=True,
     iterator=False,
@@ -793,6 +797,7 @@ FAIL_INPUT = {
 FAIL = DemoModel(
     owner="sandbox",
     name="fail",
+    title="Sandbox failure",
     description="Logs a few lines, then fails (for error handling).",
     streams=True,
     iterator=True,

@@ -76,6 +76,7 @@ class WebhookSender:
         self.url = url
         self.events = events
         self._pending: set[str] = set()
+        self._start_body = ""
         self._wake = asyncio.Event()
         self._terminal = asyncio.Event()
 
@@ -89,6 +90,9 @@ class WebhookSender:
             self._terminal.set()
         elif event in self.events:
             self._pending.add(event)
+            if event == "start":
+                # As it was when it started, even if a fast model is done before we send.
+                self._start_body = json.dumps(self.prediction.as_json())
         self._wake.set()
 
     async def _deliver(self) -> None:
@@ -99,7 +103,7 @@ class WebhookSender:
             self._wake.clear()
             if "start" in self._pending:
                 self._pending.discard("start")
-                await self._send(retry=False)
+                await self._send(retry=False, body=self._start_body)
             if self._terminal.is_set() and "completed" in self.events:
                 # `completed` carries everything, so pending updates are folded into it.
                 await self._send(retry=True)
@@ -123,8 +127,9 @@ class WebhookSender:
             if self._terminal.is_set() and not self._pending:
                 return
 
-    async def _send(self, retry: bool) -> None:
-        body = json.dumps(self.prediction.as_json())
+    async def _send(self, retry: bool, body: str = "") -> None:
+        """POST `body` (default: the prediction as it is now) under one webhook-id."""
+        body = body or json.dumps(self.prediction.as_json())
         message_id = "msg_" + secrets.token_urlsafe(18)
         delays = RETRY_DELAYS if retry else []
         for attempt in range(len(delays) + 1):

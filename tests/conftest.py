@@ -10,6 +10,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+# The sandbox fixtures (`sandbox_url`, `sandbox_token`): a real daphne serving the sandbox.
+pytest_plugins = ["tests.sandbox_server"]
+
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 

@@ -73,7 +73,10 @@ def _wait_until_ready(url: str, token: str, process: subprocess.Popen, log: Path
 
 @contextlib.contextmanager
 def run_sandbox_server(
-    token: str = TEST_TOKEN, extra_env: dict[str, str] | None = None, migrate: bool = False
+    token: str = TEST_TOKEN,
+    extra_env: dict[str, str] | None = None,
+    migrate: bool = False,
+    application: str = "project.asgi:application",
 ) -> Iterator[str]:
     """Start daphne on a free port, yield the sandbox base URL, stop it afterwards."""
     var_dir = tempfile.mkdtemp(prefix="sandbox-test-")
@@ -99,7 +102,7 @@ def run_sandbox_server(
                 "daphne",
                 "--fd",
                 str(listener.fileno()),
-                "project.asgi:application",
+                application,
             ],
             cwd=ROOT,
             env=env,

@@ -15,9 +15,6 @@ from replicate.exceptions import ModelError
 
 from sandbox.demo_models import MODELS, text_tokens
 
-# The sandbox_url / sandbox_token fixtures (one daphne process for the whole session).
-pytest_plugins = ["tests.sandbox_server"]
-
 TEXT = {"prompt": "Tell me about rivers", "max_tokens": 40, "token_delay_ms": 1, "seed": 7}
 
 

@@ -8,8 +8,6 @@ import pytest
 import replicate
 from replicate.exceptions import ReplicateError
 
-pytest_plugins = ["tests.sandbox_server"]
-
 TEXT_PATH = "/v1/models/sandbox/text/predictions"
 
 

@@ -10,8 +10,6 @@ import pytest
 import replicate
 from replicate.exceptions import ReplicateError
 
-pytest_plugins = ["tests.sandbox_server"]
-
 Factory = Callable[..., replicate.Client]
 QUICK_TEXT = {"prompt": "faults", "max_tokens": 20, "token_delay_ms": 5, "seed": 1}
 

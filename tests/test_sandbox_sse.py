@@ -8,11 +8,9 @@ import httpx
 import pytest
 import replicate
 from django.test import AsyncClient
-from pytest_django.fixtures import SettingsWrapper
+from pytest_django.fixtures import Settings
 
 from sandbox import views
-
-pytest_plugins = ["tests.sandbox_server"]
 
 
 async def read_events(url: str, token: str) -> tuple[list[dict], str]:
@@ -132,7 +130,7 @@ async def test_a_model_without_a_stream_has_no_stream_endpoint(
 
 
 async def test_a_quiet_stream_sends_keepalive_comments(
-    settings: SettingsWrapper, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
 ):
     # In-process, so the keepalive interval can be shortened.
     settings.SANDBOX_API_TOKENS = ["r8_in_process"]

@@ -18,8 +18,6 @@ from replicate.webhook import InvalidSignatureError, WebhookSigningSecret
 
 from sandbox.webhooks import sign, signing_secret
 
-pytest_plugins = ["tests.sandbox_server"]
-
 TERMINAL = {"succeeded", "failed", "canceled"}
 TEXT = {"prompt": "hooks", "max_tokens": 40, "token_delay_ms": 20, "seed": 5}
 

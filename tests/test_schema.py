@@ -45,7 +45,12 @@ FLUX_OPENAPI: dict[str, Any] = {
                     "seed": {"type": "integer", "title": "Seed", "x-order": 7},
                     "image": {"type": "string", "title": "Image", "format": "uri", "x-order": 2},
                     "prompt": {"type": "string", "title": "Prompt", "x-order": 0},
-                    "go_fast": {"type": "boolean", "title": "Go Fast", "default": True, "x-order": 11},
+                    "go_fast": {
+                        "type": "boolean",
+                        "title": "Go Fast",
+                        "default": True,
+                        "x-order": 11,
+                    },
                     "guidance": {
                         "type": "number",
                         "title": "Guidance",
@@ -95,7 +100,12 @@ MIXTRAL_INPUT: dict[str, Any] = {
         "top_p": {"type": "number", "title": "Top P", "default": 0.9, "x-order": 3},
         "prompt": {"type": "string", "title": "Prompt", "x-order": 0},
         "temperature": {"type": "number", "title": "Temperature", "default": 0.6, "x-order": 2},
-        "max_new_tokens": {"type": "integer", "title": "Max New Tokens", "default": 512, "x-order": 1},
+        "max_new_tokens": {
+            "type": "integer",
+            "title": "Max New Tokens",
+            "default": 512,
+            "x-order": 1,
+        },
         "prompt_template": {
             "type": "string",
             "title": "Prompt Template",
@@ -111,7 +121,10 @@ MIXTRAL_INPUT: dict[str, Any] = {
 
 def flux_raw() -> dict[str, Any]:
     """The Input object with its components beside it (refs resolvable from the root)."""
-    return {**FLUX_OPENAPI["components"]["schemas"]["Input"], "components": FLUX_OPENAPI["components"]}
+    return {
+        **FLUX_OPENAPI["components"]["schemas"]["Input"],
+        "components": FLUX_OPENAPI["components"],
+    }
 
 
 def flux_resolved() -> dict[str, Any]:
@@ -161,7 +174,10 @@ def test_a_missing_enum_definition_becomes_a_text_field_of_the_defaults_type() -
 
     assert by_name["aspect_ratio"].kind == "text"
     assert by_name["aspect_ratio"].unresolved
-    assert clean_input(model_for(schema), {"prompt": "x", "aspect_ratio": "7:3"})["aspect_ratio"] == "7:3"
+    assert (
+        clean_input(model_for(schema), {"prompt": "x", "aspect_ratio": "7:3"})["aspect_ratio"]
+        == "7:3"
+    )
 
 
 def test_hidden_inputs_are_not_shown_and_admin_defaults_prefill() -> None:

@@ -119,6 +119,25 @@ def pretty_json(value: Any) -> str:
 
 
 @register.filter
+def ago(value: datetime | None) -> str:
+    """“just now”, “5 minutes ago”: timesince, minus its “0 minutes”."""
+    from django.utils import timezone
+    from django.utils.timesince import timesince
+
+    if not value:
+        return ""
+    if timezone.now() - value < timedelta(minutes=1):
+        return "just now"
+    return f"{timesince(value).split(', ')[0]} ago"
+
+
+@register.filter
+def initials(model_ref: str) -> str:
+    """“sandbox/text” → “TE”, for placeholder covers and thumbnails."""
+    return str(model_ref).rsplit("/", 1)[-1][:2].upper()
+
+
+@register.filter
 def hue(value: Any) -> int:
     """A stable colour (0-359) for a name, for placeholder covers."""
     return sum(ord(c) * 31**i for i, c in enumerate(str(value))) % 360

@@ -60,6 +60,10 @@ async function onStatus(message) {
 }
 
 new LiveSocket(config.feed, {
+  // Shown to tests and styles alike: "open", "reconnecting", …
+  onState: (kind) => {
+    document.body.dataset.feed = kind;
+  },
   onMessage: (message) => {
     if (message.type === "status" && message.id) onStatus(message).catch(console.warn);
   },

@@ -193,8 +193,11 @@ function drawFiles(files) {
   gallery.hidden = false;
 }
 
+// Upstream URLs, or our archived copies (the runner rewrites the output to those).
+const URL_LIKE = /^(https?:\/\/|data:|\/predictions\/[0-9a-f-]{36}\/files\/\d+\/$)/;
+
 function urlsIn(value, found = []) {
-  if (typeof value === "string" && /^https?:\/\//.test(value)) found.push(value);
+  if (typeof value === "string" && URL_LIKE.test(value) && !value.startsWith("data:")) found.push(value);
   else if (Array.isArray(value)) value.forEach((v) => urlsIn(v, found));
   else if (value && typeof value === "object") Object.values(value).forEach((v) => urlsIn(v, found));
   return found;
@@ -293,8 +296,8 @@ function showConnection(kind) {
 function textOf(prediction) {
   if (prediction.text_output) return prediction.text_output;
   const output = prediction.output;
-  if (typeof output === "string" && !/^(https?|data):/.test(output)) return output;
-  if (Array.isArray(output) && output.length && output.every((o) => typeof o === "string" && !/^(https?|data):/.test(o))) {
+  if (typeof output === "string" && !URL_LIKE.test(output)) return output;
+  if (Array.isArray(output) && output.length && output.every((o) => typeof o === "string" && !URL_LIKE.test(o))) {
     return output.join("");
   }
   return "";

@@ -4,6 +4,8 @@
 // remember what it missed while disconnected: it redraws from the snapshot.
 
 const MAX_DELAY_MS = 10000;
+// The server's "not yours / gone": reconnecting would not change its mind.
+const FORBIDDEN = 4403;
 
 export class LiveSocket {
   constructor(path, { onMessage, onOpen = () => {}, onState = () => {} }) {
@@ -44,8 +46,13 @@ export class LiveSocket {
       }
       this.onMessage(message);
     });
-    ws.addEventListener("close", () => {
+    ws.addEventListener("close", (event) => {
       if (this.ws !== ws || this.closed) return;
+      if (event.code === FORBIDDEN) {
+        this.close();
+        this.onState("forbidden");
+        return;
+      }
       this.scheduleReconnect();
     });
     return this;

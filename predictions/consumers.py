@@ -1,0 +1,280 @@
+"""Websocket consumers: one prediction's live events, and a user's feed.
+
+PredictionConsumer (/ws/predictions/<uuid>/) guarantees that what a browser assembles is
+exactly what the runner has, however late it joins or whatever the channel layer drops:
+
+1. It joins the group *before* reading the row, then sends the row as a snapshot (seq k).
+   Channels hands a consumer its messages one at a time, so events that arrive during
+   the read wait their turn; none is lost.
+2. It only ever forwards events in order: seq k+1, k+2, … Anything older is dropped;
+   anything newer is held back until the gap before it is filled.
+3. A gap is filled from the replay log (events.py). The runner appends each event to the
+   log before sending it to the group, so an event this consumer did not receive live
+   was published before the consumer joined (or was dropped by the layer) — and in both
+   cases it is already in the log.
+4. If the log cannot fill it (expired, or a resumed runner skipped a number on purpose),
+   the consumer re-reads the row once it has been written past the gap; the runner
+   writes about once a second. Retries back off; `done` carries the whole final
+   prediction and ends any wait.
+
+Browser rules that follow: replace everything on `snapshot` and on `done`; apply other
+events in seq order; send `{"type": "resync", "after": <last seq>}` if in doubt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.urls import reverse
+
+from . import events
+from .models import CatalogModel, Prediction
+
+# Close code for "not yours" (the browser stops reconnecting).
+FORBIDDEN = 4403
+# Re-read the row after these many seconds while a gap stays open, then every last one.
+HEAL_DELAYS = (0.25, 0.5, 1.0, 2.0, 5.0)
+
+# Referenced until done, so the loop cannot garbage-collect them midway.
+_background: set[asyncio.Future[None]] = set()
+
+
+def _visible(user: Any, prediction_id: uuid.UUID) -> bool:
+    return Prediction.objects.visible_to(user).filter(pk=prediction_id).exists()
+
+
+def _snapshot(prediction_id: uuid.UUID) -> dict[str, Any] | None:
+    prediction = Prediction.objects.filter(pk=prediction_id).first()
+    return events.serialize_prediction(prediction) if prediction else None
+
+
+class PredictionConsumer(AsyncJsonWebsocketConsumer):
+    """Snapshot, then the live events of one prediction, gap-free and in order."""
+
+    async def connect(self) -> None:
+        self.prediction_id: uuid.UUID = self.scope["url_route"]["kwargs"]["pk"]
+        self.group = events.prediction_group(self.prediction_id)
+        self.seq = 0
+        self.held: dict[int, dict[str, Any]] = {}
+        self.heal_attempt = 0
+        self.heal_scheduled = False
+        self.finished = False
+        user = self.scope.get("user")
+        # Accept first so the browser sees our close code, not a failed handshake.
+        await self.accept()
+        if user is None or not user.is_authenticated:
+            await self.close(code=FORBIDDEN)
+            return
+        if not await database_sync_to_async(_visible)(user, self.prediction_id):
+            await self.close(code=FORBIDDEN)
+            return
+        self.joined = True
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.send_snapshot()
+        await self.catch_up()
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "joined", False):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    # ------------------------------------------------------------------ browser → server
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not isinstance(content, dict) or content.get("type") != "resync":
+            await self.send_json({"type": "error", "message": "Unknown message type."})
+            return
+        after = content.get("after")
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            await self.send_json(
+                {"type": "error", "message": "resync needs 'after': the last seq you have."}
+            )
+            return
+        # A fresh snapshot is always correct, whatever the browser missed.
+        await self.send_snapshot()
+        await self.catch_up()
+
+    async def decode_json(self, text_data: str) -> Any:
+        try:
+            return await super().decode_json(text_data)
+        except ValueError:
+            return None
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            await self.send_json({"type": "error", "message": "Send JSON text messages."})
+            return
+        await super().receive(text_data=text_data, bytes_data=bytes_data)
+
+    # ------------------------------------------------------------------ channel layer
+
+    async def prediction_event(self, message: dict[str, Any]) -> None:
+        event = message["event"]
+        if self.finished or event["seq"] <= self.seq:
+            return
+        if event["type"] == events.DONE:
+            # The whole final prediction: correct whatever came (or did not) before it.
+            await self.deliver(event)
+            return
+        self.held[event["seq"]] = event
+        await self.flush_held()
+        if self.held and not self.heal_scheduled:
+            await self.catch_up()
+
+    async def prediction_refresh(self, message: dict[str, Any]) -> None:
+        """The row changed outside the runner (a cancel request): re-read it."""
+        await self.send_snapshot()
+        await self.catch_up()
+
+    async def prediction_heal(self, message: dict[str, Any]) -> None:
+        self.heal_scheduled = False
+        if not self.held or self.finished:
+            return
+        await self.catch_up(reread=True)
+
+    # ------------------------------------------------------------------ ordering
+
+    async def send_snapshot(self) -> None:
+        snapshot = await database_sync_to_async(_snapshot)(self.prediction_id)
+        if snapshot is None:
+            await self.close(code=FORBIDDEN)  # deleted meanwhile
+            return
+        self.seq = snapshot["seq"]
+        self.finished = snapshot["status"] in Prediction.TERMINAL_STATUSES
+        self.held = {seq: e for seq, e in self.held.items() if seq > self.seq}
+        await self.send_json({"type": "snapshot", "seq": self.seq, "prediction": snapshot})
+
+    async def deliver(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+        self.seq = max(self.seq, event["seq"])
+        if event["type"] == events.DONE:
+            self.finished = True
+            self.held.clear()
+
+    async def flush_held(self) -> None:
+        while not self.finished and self.seq + 1 in self.held:
+            await self.deliver(self.held.pop(self.seq + 1))
+        self.held = {seq: e for seq, e in self.held.items() if seq > self.seq}
+
+    async def catch_up(self, reread: bool = False) -> None:
+        """Fill gaps from the replay log; then, if one remains, from a newer row."""
+        if self.finished:
+            return
+        logged = await events.replay_log().read(self.prediction_id, self.seq)
+        done = next((e for e in logged if e["type"] == events.DONE), None)
+        for event in logged:
+            if event is not done:
+                self.held.setdefault(event["seq"], event)
+        await self.flush_held()
+        if done is not None:
+            await self.deliver(done)
+            return
+        if not self.held:
+            self.heal_attempt = 0
+            return
+        if reread:
+            needed = min(self.held) - 1
+            snapshot = await database_sync_to_async(_snapshot)(self.prediction_id)
+            if snapshot is not None and snapshot["seq"] >= needed:
+                await self.send_snapshot()
+                await self.flush_held()
+                if not self.held:
+                    self.heal_attempt = 0
+                    return
+        self.schedule_heal()
+
+    def schedule_heal(self) -> None:
+        """Come back later through our own channel, so messages stay one at a time."""
+        if self.heal_scheduled:
+            return
+        self.heal_scheduled = True
+        delay = HEAL_DELAYS[min(self.heal_attempt, len(HEAL_DELAYS) - 1)]
+        self.heal_attempt += 1
+        asyncio.get_running_loop().call_later(delay, self._request_heal)
+
+    def _request_heal(self) -> None:
+        message = {"type": "prediction.heal"}
+        task = asyncio.ensure_future(self.channel_layer.send(self.channel_name, message))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+
+class FeedConsumer(AsyncJsonWebsocketConsumer):
+    """/ws/predictions/: status changes of the user's predictions, and `submit`."""
+
+    async def connect(self) -> None:
+        self.user = self.scope.get("user")
+        await self.accept()
+        if self.user is None or not self.user.is_authenticated:
+            await self.close(code=FORBIDDEN)
+            return
+        self.group = events.user_group(self.user.pk)
+        self.joined = True
+        await self.channel_layer.group_add(self.group, self.channel_name)
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "joined", False):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def user_status(self, message: dict[str, Any]) -> None:
+        await self.send_json(message["event"])
+
+    async def decode_json(self, text_data: str) -> Any:
+        try:
+            return await super().decode_json(text_data)
+        except ValueError:
+            return None
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            await self.send_json({"type": "error", "message": "Send JSON text messages."})
+            return
+        await super().receive(text_data=text_data, bytes_data=bytes_data)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not isinstance(content, dict) or content.get("type") != "submit":
+            await self.send_json({"type": "error", "message": "Unknown message type."})
+            return
+        await self.submit(content)
+
+    async def submit(self, content: dict[str, Any]) -> None:
+        from . import executors, schema
+
+        ref, data = content.get("model"), content.get("input", {})
+        if not isinstance(ref, str) or ref.count("/") != 1:
+            await self.error("'model' must be \"owner/name\".", {"model": ["Unknown model."]})
+            return
+        if not isinstance(data, dict):
+            await self.error("'input' must be an object.", {"input": ["Must be an object."]})
+            return
+        owner, name = ref.split("/")
+        model = await (
+            CatalogModel.objects.runnable_by(self.user)
+            .select_related("token")
+            .filter(owner=owner, name=name)
+            .afirst()
+        )
+        if model is None:
+            await self.error("unknown model", {"model": ["Unknown model."]})
+            return
+        try:
+            cleaned = schema.clean_input(model, data)
+        except schema.InvalidInput as exc:
+            await self.error("The input is not valid.", exc.errors)
+            return
+        prediction = await executors.start_prediction(
+            owner=self.user, model=model, input=cleaned, source=Prediction.Source.WEBSOCKET
+        )
+        await self.send_json(
+            {
+                "type": "submitted",
+                "id": str(prediction.pk),
+                "url": reverse("predictions:detail", args=[prediction.pk]),
+            }
+        )
+
+    async def error(self, message: str, errors: dict[str, list[str]]) -> None:
+        await self.send_json({"type": "error", "message": message, "errors": errors})
