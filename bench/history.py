@@ -47,8 +47,11 @@ def fill(rows: int) -> None:
     from predictions.models import CatalogModel, OutputFile, Prediction
 
     users = [User.objects.create_user(f"user{i}") for i in range(5)]
-    models = [CatalogModel.objects.create(owner="sandbox", name=n) for n in ("text", "image", "slow")]
-    words = "lighthouse fox harbor meadow lantern copper glacier orbit velvet ember".split()
+    models = [
+        CatalogModel.objects.create(owner="sandbox", name=n) for n in ("text", "image", "slow")
+    ]
+    words = ["lighthouse", "fox", "harbor", "meadow", "lantern"]
+    words += ["copper", "glacier", "orbit", "velvet", "ember"]
     statuses = ["succeeded"] * 8 + ["failed", "canceled"]
     start = timezone.now() - timedelta(seconds=rows * 30)
     batch: list[Prediction] = []

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from django.contrib.auth.models import Group, User
 from django.core.files.base import ContentFile
@@ -19,8 +20,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django.views.defaults import server_error
 
-from predictions import executors
-from predictions.models import CatalogModel, OutputFile, Prediction
+from predictions import executors, views
+from predictions.models import ApiToken, CatalogModel, OutputFile, Prediction
 from predictions.templatetags.console import render_markdown
 
 from .test_schema import FLUX_OPENAPI, MIXTRAL_INPUT, REFERENCE_FILES
@@ -413,6 +414,45 @@ def test_a_small_upload_goes_in_as_a_data_uri(
 
     assert response.status_code == 303
     assert started[0]["input"]["image"].startswith("data:image/png;base64,iVBORw0KGgo")
+
+
+def test_a_big_upload_goes_through_the_files_api_after_validation(
+    client: Client,
+    alice: User,
+    flux: CatalogModel,
+    started: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    sandbox_url: str,
+    sandbox_token: str,
+) -> None:
+    """The real upload path: the official client posts the file to the sandbox's /v1/files."""
+    token = ApiToken(label="sandbox", base_url=sandbox_url)
+    token.set_token(sandbox_token)
+    token.save()
+    flux.token = token
+    flux.save()
+    monkeypatch.setattr(views, "DATA_URI_MAX_BYTES", 10)
+    logged_in(client, alice)
+
+    def upload() -> ContentFile:
+        file = ContentFile(PNG, name="fox.png")
+        file.content_type = "image/png"
+        return file
+
+    invalid = client.post("/models/black-forest-labs/flux-dev/", {"prompt": "", "image": upload()})
+    assert invalid.status_code == 400
+    assert "Choose “fox.png” again." in invalid.content.decode()
+    assert started == []
+
+    response = client.post(
+        "/models/black-forest-labs/flux-dev/", {"prompt": "x", "image": upload()}
+    )
+
+    assert response.status_code == 303
+    url = started[0]["input"]["image"]
+    assert url.startswith(f"{sandbox_url}/v1/files/")
+    auth = {"Authorization": f"Bearer {sandbox_token}"}
+    assert httpx.get(f"{url}/download", headers=auth, timeout=10).content == PNG
 
 
 def test_a_checkbox_left_unticked_sends_false(

@@ -1,0 +1,517 @@
+"""The console against the sandbox directly: N concurrent sandbox/text streams.
+
+For each executor (inline, celery) and each N, N browsers-to-be each submit a prediction
+over the feed websocket (`/ws/predictions/`, as the page does), then watch it on
+`/ws/predictions/<id>/` until `done`. The same N streams are then taken straight from the
+sandbox with `replicate`'s `async_stream`. Reported, console vs direct: time to first token
+and to the end (p50, p99, and their ratio), streams whose assembled text is not exactly
+the final output, row writes per prediction (PostgreSQL's own counters), and the runner
+process's memory per prediction in flight.
+
+    .venv/bin/python bench/engine.py [--levels 1,50,200] [--tokens 200] [--delay-ms 20]
+        [--executors inline,celery]
+
+Everything runs on this machine: the sandbox (its own daphne), the console (daphne, plus
+a Celery worker for `celery`), PostgreSQL ($BENCH_DATABASE_URL, default the local server;
+a scratch database `console_bench` is created and dropped; SQLite without it) and Redis
+($REDIS_URL, default local db 13; without it the celery executor is skipped). Writes are
+counted by triggers on the scratch database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import replicate  # noqa: E402
+from autobahn.asyncio.websocket import (  # noqa: E402
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+)
+
+from tests.sandbox_server import TEST_TOKEN, run_sandbox_server  # noqa: E402
+
+# Rate limits would throttle a burst of creates; this spec lifts them for the run.
+TOKEN = f"{TEST_TOKEN}:create_limit=0,read_limit=0"
+PG_DEFAULT = "postgres://postgres@127.0.0.1:5432/postgres"
+REDIS_DEFAULT = "redis://127.0.0.1:6379/13"
+SEED = 1234
+
+
+# ---------------------------------------------------------------------------- websockets
+
+
+class Socket(WebSocketClientProtocol):
+    """A websocket whose JSON messages land in an asyncio queue (None when closed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def onOpen(self) -> None:  # noqa: N802 - autobahn's name
+        self.opened.set_result(None)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
+        self.inbox.put_nowait(json.loads(payload))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802, N803
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"refused: {code} {reason}"))
+        self.inbox.put_nowait(None)
+
+    def send_json(self, message: dict[str, Any]) -> None:
+        self.sendMessage(json.dumps(message).encode())
+
+    async def receive(self) -> dict[str, Any]:
+        message = await self.inbox.get()
+        if message is None:
+            raise ConnectionError("websocket closed")
+        return message
+
+
+async def open_socket(url: str, cookie: str) -> Socket:
+    parts = urlsplit(url)
+    origin = f"http://{parts.hostname}:{parts.port}"
+    factory = WebSocketClientFactory(url, origin=origin, headers={"Cookie": cookie})
+    factory.protocol = Socket
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.create_connection(factory, parts.hostname, parts.port)
+    await protocol.opened
+    return protocol
+
+
+# ---------------------------------------------------------------------------- streams
+
+
+@dataclass
+class Stream:
+    prompt: str = ""
+    ttft: float = 0.0
+    total: float = 0.0
+    text: str = ""  # as assembled from what arrived
+    final: str = ""  # the final output it ended with
+    error: str = ""
+
+
+def prompt_for(index: int) -> str:
+    return f"bench {index} {uuid.uuid4().hex[:8]}"
+
+
+async def console_stream(base: str, cookie: str, index: int, tokens: int, delay: int) -> Stream:
+    stream = Stream(prompt=prompt_for(index))
+    ws_base = base.replace("http://", "ws://")
+    started = time.perf_counter()
+    try:
+        feed = await open_socket(f"{ws_base}/ws/predictions/", cookie)
+        model_input = {
+            "prompt": stream.prompt,
+            "seed": SEED,
+            "max_tokens": tokens,
+            "token_delay_ms": delay,
+        }
+        feed.send_json({"type": "submit", "model": "sandbox/text", "input": model_input})
+        while (reply := await feed.receive())["type"] != "submitted":
+            if reply["type"] == "error":
+                raise RuntimeError(reply["message"])
+        feed.sendClose()
+        watch = await open_socket(f"{ws_base}/ws/predictions/{reply['id']}/", cookie)
+        seq = -1
+        while True:
+            message = await watch.receive()
+            if message["type"] == "snapshot":
+                seq, stream.text = message["seq"], message["prediction"]["text_output"]
+            elif message["seq"] != seq + 1:
+                raise RuntimeError(f"gap: {seq} then {message['seq']}")
+            else:
+                seq = message["seq"]
+                if message["type"] == "output":
+                    stream.text += message["text"]
+                elif message["type"] == "done":
+                    stream.final = message["prediction"]["text_output"]
+                    stream.total = time.perf_counter() - started
+                    break
+            if stream.text and not stream.ttft:
+                stream.ttft = time.perf_counter() - started
+        watch.sendClose()
+    except Exception as exc:  # a failed stream is a result, not a crash of the bench
+        stream.error = f"{type(exc).__name__}: {exc}"
+    return stream
+
+
+async def direct_stream(client: replicate.Client, index: int, tokens: int, delay: int) -> Stream:
+    stream = Stream(prompt=prompt_for(index))
+    started = time.perf_counter()
+    model_input = {
+        "prompt": stream.prompt,
+        "seed": SEED,
+        "max_tokens": tokens,
+        "token_delay_ms": delay,
+    }
+    try:
+        async for event in await client.async_stream("sandbox/text", input=model_input):
+            if event.event.value == "output":
+                stream.text += str(event)
+                if not stream.ttft:
+                    stream.ttft = time.perf_counter() - started
+            elif event.event.value == "done":
+                break
+        stream.total = time.perf_counter() - started
+        stream.final = stream.text
+    except Exception as exc:
+        stream.error = f"{type(exc).__name__}: {exc}"
+    return stream
+
+
+def wrong(streams: list[Stream], tokens: int) -> int:
+    """Streams whose assembled text is not their final output, or not the model's
+    (deterministic) answer."""
+    from sandbox.demo_models import text_tokens
+
+    return sum(
+        1
+        for s in streams
+        if s.error or s.text != s.final or s.final != "".join(text_tokens(s.prompt, SEED, tokens))
+    )
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+def rss_kb(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class PeakMemory:
+    """Samples a process's resident memory in a thread; `peak` is the largest seen."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = rss_kb(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, rss_kb(self.pid))
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+COUNT_WRITES = {
+    "postgresql": [
+        "CREATE SEQUENCE bench_writes",
+        "CREATE FUNCTION bench_count_write() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM nextval('bench_writes'); RETURN NULL; END $$",
+        *(
+            f"CREATE TRIGGER bench_count AFTER INSERT OR UPDATE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION bench_count_write()"
+            for table in ("predictions_prediction", "predictions_outputfile")
+        ),
+    ],
+    "sqlite": [
+        "CREATE TABLE bench_writes (n INTEGER NOT NULL)",
+        "INSERT INTO bench_writes VALUES (0)",
+        *(
+            f"CREATE TRIGGER bench_{table}_{op} AFTER {op} ON {table} "
+            "BEGIN UPDATE bench_writes SET n = n + 1; END"
+            for table in ("predictions_prediction", "predictions_outputfile")
+            for op in ("INSERT", "UPDATE")
+        ),
+    ],
+}
+
+
+def count_writes() -> None:
+    """Triggers that count every row inserted or updated in the predictions tables."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for statement in COUNT_WRITES[connection.vendor]:
+            cursor.execute(statement)
+
+
+def row_writes() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM bench_writes"
+            )
+        else:
+            cursor.execute("SELECT n FROM bench_writes")
+        return int(cursor.fetchone()[0])
+
+
+def pct(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered) + 0.5) - 1))]
+
+
+@dataclass
+class Result:
+    executor: str
+    n: int
+    console: list[Stream]
+    direct: list[Stream]
+    writes: float
+    kb_per_prediction: float | None
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- setup
+
+
+def reachable(url: str, port: int) -> bool:
+    parts = urlsplit(url)
+    with (
+        contextlib.suppress(OSError),
+        socket.create_connection((parts.hostname, parts.port or port), timeout=1),
+    ):
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def scratch_database() -> Iterator[str]:
+    """DATABASE_URL of a fresh, migrated database for the run (dropped afterwards)."""
+    base = os.environ.get("BENCH_DATABASE_URL", PG_DEFAULT)
+    if reachable(base, 5432):
+        import psycopg
+
+        admin = base.rsplit("/", 1)[0].replace("postgres://", "postgresql://") + "/postgres"
+        with psycopg.connect(admin, autocommit=True) as db:
+            db.execute("DROP DATABASE IF EXISTS console_bench")
+            db.execute("CREATE DATABASE console_bench")
+        try:
+            yield base.rsplit("/", 1)[0] + "/console_bench"
+        finally:
+            from django.db import connections
+
+            connections.close_all()
+            for connection in connections.all():
+                if hasattr(connection, "close_pool"):
+                    connection.close_pool()
+            with psycopg.connect(
+                admin.replace("postgres://", "postgresql://"), autocommit=True
+            ) as db:
+                db.execute("DROP DATABASE IF EXISTS console_bench WITH (FORCE)")
+    else:
+        yield f"sqlite:///{os.environ['VAR_DIR']}/bench.sqlite3"
+
+
+def prepare(sandbox_url: str) -> str:
+    """Migrate, add the sandbox token, sandbox/text and a member; the member's cookie."""
+    import django
+
+    django.setup()
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.auth.models import User
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    count_writes()
+    from predictions import upstream
+    from predictions.models import ApiToken, CatalogModel
+    from sandbox.demo_models import MODELS
+
+    token = ApiToken(label="bench", base_url=sandbox_url, is_default=True)
+    token.set_token(TOKEN)
+    token.save()
+    demo = MODELS["sandbox/text"]
+    input_schema, output_schema = upstream.split_openapi_schema(demo.latest_version.openapi_schema)
+    CatalogModel.objects.create(
+        owner="sandbox",
+        name="text",
+        input_schema=input_schema,
+        output_schema=output_schema,
+        token=token,
+    )
+    user = User.objects.create_user("bench", password=uuid.uuid4().hex)
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    return f"sessionid={session.session_key}"
+
+
+# ---------------------------------------------------------------------------- running
+
+
+async def gather_streams(coroutines: list[Any]) -> list[Stream]:
+    return list(await asyncio.gather(*coroutines))
+
+
+def run_console(
+    executor: str, levels: list[int], args: argparse.Namespace, cookie: str, redis_url: str
+) -> list[Result]:
+    from tests.console_server import ConsoleServer, Worker, console_env, free_port
+
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    env = console_env(
+        PREDICTION_EXECUTOR=executor,
+        PREDICTION_LEASE_SECONDS="30",
+        LOG_LEVEL="WARNING",
+        CELERY_TASK_DEFAULT_QUEUE=queue,
+    )
+    if executor == "celery":
+        env["REDIS_URL"] = redis_url
+    else:
+        env.pop("REDIS_URL", None)  # embedded: the in-memory channel layer
+    results = []
+    server = ConsoleServer(free_port(), env)
+    worker = Worker(env, concurrency=max(levels) + 50) if executor == "celery" else None
+    runner_pid = (worker or server).popen.pid
+    try:
+        # Warm up imports, clients and connection pools before measuring anything.
+        asyncio.run(gather_streams([console_stream(server.url, cookie, -1, 5, 0)]))
+        for n in levels:
+            baseline, before = rss_kb(runner_pid), row_writes()
+            with PeakMemory(runner_pid) as memory:
+                streams = asyncio.run(
+                    gather_streams(
+                        [
+                            console_stream(server.url, cookie, i, args.tokens, args.delay_ms)
+                            for i in range(n)
+                        ]
+                    )
+                )
+            writes = (row_writes() - before) / n
+            growth = (memory.peak - baseline) / n if n >= 10 else None
+            results.append(Result(executor, n, streams, [], writes, growth))
+    finally:
+        for process in filter(None, (worker, server)):
+            process.stop()
+    return results
+
+
+def run_direct(
+    sandbox_url: str, levels: list[int], args: argparse.Namespace
+) -> dict[int, list[Stream]]:
+    async def level(n: int) -> list[Stream]:
+        # A pool as large as the run, so the client is not the bottleneck.
+        transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=n + 10))
+        client = replicate.Client(api_token=TOKEN, base_url=sandbox_url, transport=transport)
+        return await gather_streams(
+            [direct_stream(client, i, args.tokens, args.delay_ms) for i in range(n)]
+        )
+
+    asyncio.run(level(1))  # warm-up
+    return {n: asyncio.run(level(n)) for n in levels}
+
+
+def report(
+    results: list[Result], direct: dict[int, list[Stream]], args: argparse.Namespace
+) -> None:
+    header = (
+        f"{'executor':<8} {'N':>4} │ {'TTFT p50 ms':>18} {'p99':>13} │ "
+        f"{'done p50 s':>17} {'ratio':>6} {'p99':>13} │ {'wrong':>5} {'errors':>6} "
+        f"{'writes':>6} {'KB/pred':>7}"
+    )
+    print("\n" + header)
+    print(" " * 14 + "console / direct" + " " * 60)
+    print("─" * len(header))
+    for result in results:
+        ok = [s for s in result.console if not s.error]
+        base = [s for s in direct[result.n] if not s.error]
+        if not ok or not base:
+            print(f"{result.executor:<8} {result.n:>4} │ all streams failed")
+            continue
+        c_ttft, d_ttft = [s.ttft * 1000 for s in ok], [s.ttft * 1000 for s in base]
+        c_done, d_done = [s.total for s in ok], [s.total for s in base]
+        ratio = statistics.median(c_done) / statistics.median(d_done)
+        bad = wrong(result.console, args.tokens)
+        errors = sum(1 for s in result.console if s.error)
+        writes = f"{result.writes:.1f}"
+        kb = f"{result.kb_per_prediction:.0f}" if result.kb_per_prediction is not None else "—"
+        print(
+            f"{result.executor:<8} {result.n:>4} │ "
+            f"{pct(c_ttft, 0.5):>8.0f} / {pct(d_ttft, 0.5):<7.0f} "
+            f"{pct(c_ttft, 0.99):>5.0f} / {pct(d_ttft, 0.99):<5.0f} │ "
+            f"{pct(c_done, 0.5):>7.2f} / {pct(d_done, 0.5):<7.2f} {ratio:>6.3f} "
+            f"{pct(c_done, 0.99):>5.2f} / {pct(d_done, 0.99):<5.2f} │ "
+            f"{bad:>5} {errors:>6} {writes:>6} {kb:>7}"
+        )
+        for stream in result.console:
+            if stream.error:
+                print(f"    error: {stream.error}")
+                break
+    print(
+        "\nTTFT and done: from the submit (console) or the create call (direct). wrong: "
+        "streams whose assembled text differs from the final output. writes: rows written "
+        "per prediction (its insert included). KB/pred: the runner process's resident "
+        "memory growth per prediction in flight."
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--levels", default="1,50,200")
+    parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--delay-ms", type=int, default=20)
+    parser.add_argument("--executors", default="inline,celery")
+    args = parser.parse_args()
+    levels = [int(n) for n in args.levels.split(",")]
+    executors = args.executors.split(",")
+    redis_url = os.environ.get("REDIS_URL", REDIS_DEFAULT)
+    if "celery" in executors and not reachable(redis_url, 6379):
+        print(f"No Redis at {redis_url}: skipping the celery executor.")
+        executors.remove("celery")
+
+    var_dir = tempfile.mkdtemp(prefix="bench-engine-")
+    os.environ.update(
+        {"VAR_DIR": var_dir, "DEBUG": "1", "DJANGO_SETTINGS_MODULE": "project.settings"}
+    )
+    os.environ.pop("REDIS_URL", None)
+    try:
+        with run_sandbox_server() as sandbox_url, scratch_database() as database_url:
+            os.environ["DATABASE_URL"] = database_url
+            cookie = prepare(sandbox_url)
+            print(
+                f"{args.tokens} tokens per stream, {args.delay_ms} ms apart; "
+                f"database {database_url.split(':')[0]}; sandbox {sandbox_url}"
+            )
+            results: list[Result] = []
+            for executor in executors:
+                results += run_console(executor, levels, args, cookie, redis_url)
+            direct = run_direct(sandbox_url, levels, args)
+            report(results, direct, args)
+    finally:
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
