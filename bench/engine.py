@@ -28,6 +28,7 @@ import os
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -44,10 +45,6 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import replicate  # noqa: E402
-from autobahn.asyncio.websocket import (  # noqa: E402
-    WebSocketClientFactory,
-    WebSocketClientProtocol,
-)
 
 from tests.sandbox_server import TEST_TOKEN, run_sandbox_server  # noqa: E402
 
@@ -61,27 +58,23 @@ SEED = 1234
 # ---------------------------------------------------------------------------- websockets
 
 
-class Socket(WebSocketClientProtocol):
-    """A websocket whose JSON messages land in an asyncio queue (None when closed)."""
+class Socket:
+    """A websocket whose JSON messages land in an asyncio queue (None when closed).
+
+    Built on autobahn's asyncio flavour, imported only here: Django's daphne app pins the
+    Twisted flavour, so the bench's Django work runs in a child process (see prepare).
+    """
 
     def __init__(self) -> None:
-        super().__init__()
         self.inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def onOpen(self) -> None:  # noqa: N802 - autobahn's name
-        self.opened.set_result(None)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
-        self.inbox.put_nowait(json.loads(payload))
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802, N803
-        if not self.opened.done():
-            self.opened.set_exception(ConnectionError(f"refused: {code} {reason}"))
-        self.inbox.put_nowait(None)
+        self.protocol: Any = None
 
     def send_json(self, message: dict[str, Any]) -> None:
-        self.sendMessage(json.dumps(message).encode())
+        self.protocol.sendMessage(json.dumps(message).encode())
+
+    def close(self) -> None:
+        self.protocol.sendClose()
 
     async def receive(self) -> dict[str, Any]:
         message = await self.inbox.get()
@@ -91,14 +84,30 @@ class Socket(WebSocketClientProtocol):
 
 
 async def open_socket(url: str, cookie: str) -> Socket:
+    from autobahn.asyncio.websocket import WebSocketClientFactory, WebSocketClientProtocol
+
+    socket = Socket()
+
+    class Protocol(WebSocketClientProtocol):
+        def onOpen(self) -> None:  # noqa: N802 - autobahn's names
+            socket.protocol = self
+            socket.opened.set_result(None)
+
+        def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
+            socket.inbox.put_nowait(json.loads(payload))
+
+        def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802, N803
+            if not socket.opened.done():
+                socket.opened.set_exception(ConnectionError(f"refused: {code} {reason}"))
+            socket.inbox.put_nowait(None)
+
     parts = urlsplit(url)
     origin = f"http://{parts.hostname}:{parts.port}"
     factory = WebSocketClientFactory(url, origin=origin, headers={"Cookie": cookie})
-    factory.protocol = Socket
-    loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_connection(factory, parts.hostname, parts.port)
-    await protocol.opened
-    return protocol
+    factory.protocol = Protocol
+    await asyncio.get_running_loop().create_connection(factory, parts.hostname, parts.port)
+    await socket.opened
+    return socket
 
 
 # ---------------------------------------------------------------------------- streams
@@ -134,7 +143,7 @@ async def console_stream(base: str, cookie: str, index: int, tokens: int, delay:
         while (reply := await feed.receive())["type"] != "submitted":
             if reply["type"] == "error":
                 raise RuntimeError(reply["message"])
-        feed.sendClose()
+        feed.close()
         watch = await open_socket(f"{ws_base}/ws/predictions/{reply['id']}/", cookie)
         seq = -1
         while True:
@@ -153,7 +162,7 @@ async def console_stream(base: str, cookie: str, index: int, tokens: int, delay:
                     break
             if stream.text and not stream.ttft:
                 stream.ttft = time.perf_counter() - started
-        watch.sendClose()
+        watch.close()
     except Exception as exc:  # a failed stream is a result, not a crash of the bench
         stream.error = f"{type(exc).__name__}: {exc}"
     return stream
@@ -261,17 +270,17 @@ def count_writes() -> None:
             cursor.execute(statement)
 
 
-def row_writes() -> int:
-    from django.db import connection
+def row_writes(database_url: str) -> int:
+    if database_url.startswith("sqlite:"):
+        import sqlite3
 
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM bench_writes"
-            )
-        else:
-            cursor.execute("SELECT n FROM bench_writes")
-        return int(cursor.fetchone()[0])
+        with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as db:
+            return int(db.execute("SELECT n FROM bench_writes").fetchone()[0])
+    import psycopg
+
+    with psycopg.connect(database_url.replace("postgres://", "postgresql://", 1)) as db:
+        row = db.execute("SELECT last_value - 1 + is_called::int FROM bench_writes").fetchone()
+        return int(row[0])
 
 
 def pct(values: list[float], share: float) -> float:
@@ -317,22 +326,29 @@ def scratch_database() -> Iterator[str]:
         try:
             yield base.rsplit("/", 1)[0] + "/console_bench"
         finally:
-            from django.db import connections
-
-            connections.close_all()
-            for connection in connections.all():
-                if hasattr(connection, "close_pool"):
-                    connection.close_pool()
-            with psycopg.connect(
-                admin.replace("postgres://", "postgresql://"), autocommit=True
-            ) as db:
+            with psycopg.connect(admin, autocommit=True) as db:
                 db.execute("DROP DATABASE IF EXISTS console_bench WITH (FORCE)")
     else:
         yield f"sqlite:///{os.environ['VAR_DIR']}/bench.sqlite3"
 
 
 def prepare(sandbox_url: str) -> str:
-    """Migrate, add the sandbox token, sandbox/text and a member; the member's cookie."""
+    """In a child process (Django there, autobahn's asyncio flavour here: they cannot
+    share a process): migrate and seed the scratch database; the member's cookie."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--prepare", sandbox_url],
+        env=os.environ,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        raise RuntimeError(f"preparing the database failed:\n{done.stderr[-3000:]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def seed(sandbox_url: str) -> None:
+    """Migrate, count writes, add the sandbox token, sandbox/text and a member; print the
+    member's session cookie."""
     import django
 
     django.setup()
@@ -341,12 +357,12 @@ def prepare(sandbox_url: str) -> str:
     from django.contrib.sessions.backends.db import SessionStore
     from django.core.management import call_command
 
-    call_command("migrate", verbosity=0)
-    count_writes()
     from predictions import upstream
     from predictions.models import ApiToken, CatalogModel
     from sandbox.demo_models import MODELS
 
+    call_command("migrate", verbosity=0)
+    count_writes()
     token = ApiToken(label="bench", base_url=sandbox_url, is_default=True)
     token.set_token(TOKEN)
     token.save()
@@ -365,7 +381,7 @@ def prepare(sandbox_url: str) -> str:
     session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
     session[HASH_SESSION_KEY] = user.get_session_auth_hash()
     session.create()
-    return f"sessionid={session.session_key}"
+    print(f"sessionid={session.session_key}")
 
 
 # ---------------------------------------------------------------------------- running
@@ -381,7 +397,9 @@ def run_console(
     from tests.console_server import ConsoleServer, Worker, console_env, free_port
 
     queue = f"bench-{uuid.uuid4().hex[:8]}"
+    database_url = os.environ["DATABASE_URL"]
     env = console_env(
+        DATABASE_URL=database_url,
         PREDICTION_EXECUTOR=executor,
         PREDICTION_LEASE_SECONDS="30",
         LOG_LEVEL="WARNING",
@@ -399,7 +417,7 @@ def run_console(
         # Warm up imports, clients and connection pools before measuring anything.
         asyncio.run(gather_streams([console_stream(server.url, cookie, -1, 5, 0)]))
         for n in levels:
-            baseline, before = rss_kb(runner_pid), row_writes()
+            baseline, before = rss_kb(runner_pid), row_writes(database_url)
             with PeakMemory(runner_pid) as memory:
                 streams = asyncio.run(
                     gather_streams(
@@ -409,7 +427,7 @@ def run_console(
                         ]
                     )
                 )
-            writes = (row_writes() - before) / n
+            writes = (row_writes(database_url) - before) / n
             growth = (memory.peak - baseline) / n if n >= 10 else None
             results.append(Result(executor, n, streams, [], writes, growth))
     finally:
@@ -483,7 +501,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--delay-ms", type=int, default=20)
     parser.add_argument("--executors", default="inline,celery")
+    parser.add_argument("--prepare", metavar="SANDBOX_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.prepare:
+        seed(args.prepare)
+        return
     levels = [int(n) for n in args.levels.split(",")]
     executors = args.executors.split(",")
     redis_url = os.environ.get("REDIS_URL", REDIS_DEFAULT)

@@ -50,11 +50,13 @@ def test_database_url() -> str:
 
 
 def console_env(**extra: str) -> dict[str, str]:
+    """The environment of a console process: this session's database unless `extra` names
+    another DATABASE_URL."""
     env = dict(os.environ)
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "tests.console_settings",
-            "DATABASE_URL": test_database_url(),
+            "DATABASE_URL": extra.get("DATABASE_URL") or test_database_url(),
             "DEBUG": "1",
             "PREDICTION_LEASE_SECONDS": str(LEASE_SECONDS),
             "LOG_LEVEL": os.environ.get("CONSOLE_LOG_LEVEL", "WARNING"),

@@ -236,6 +236,9 @@ async def test_every_page_renders_for_a_logged_in_user_under_the_async_client(
         response = await async_client.get(path)
         assert response.status_code == 200, path
         assert b"carol" in response.content or "fragment" in path or "row=" in path, path
+    missing = await async_client.get("/predictions/00000000-0000-0000-0000-000000000000/")
+    assert missing.status_code == 404
+    assert b"Nothing here" in missing.content and b"carol" in missing.content
 
 
 # ---------------------------------------------------------------------------- catalogue
@@ -317,7 +320,6 @@ def test_the_form_follows_the_schema(client: Client, alice: User, flux: CatalogM
     assert "Some inputs of this model are set by your administrator." in page
 
 
-@pytest.mark.skipif(not REFERENCE_FILES, reason="shared/reference/schemas not found")
 @pytest.mark.parametrize("path", REFERENCE_FILES, ids=lambda p: p.stem)
 def test_every_reference_schema_renders_a_form(client: Client, alice: User, path: Path) -> None:
     from predictions import upstream

@@ -19,6 +19,8 @@ export async function copyText(text) {
 /** Wire a button: copy what `getText()` returns and say so on the button for a moment. */
 export function copyButton(button, getText) {
   if (!button) return;
+  // Buttons start hidden: without JavaScript they could not copy anything.
+  if (button.dataset.copyTarget) button.hidden = false;
   const label = button.textContent;
   button.addEventListener("click", async () => {
     try {

@@ -489,6 +489,7 @@ function wireCopy() {
     const raw = $("#raw-text");
     return raw ? JSON.parse(raw.textContent) : state.text;
   });
+  $("#copy-output").hidden = !($("#raw-text") || state.text);
   document.querySelectorAll("[data-copy-target]").forEach((button) => {
     copyButton(button, () => document.getElementById(button.dataset.copyTarget).textContent);
   });
