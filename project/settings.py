@@ -71,9 +71,18 @@ def local_secrets() -> dict[str, str]:
         "SANDBOX_API_TOKENS": "r8_sandbox_" + secrets.token_hex(16),
     }
     VAR_DIR.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(json.dumps(values, indent=2))
-    return values
+    # Write privately, then link into place: if two processes start at once, the first
+    # link wins and both read the same secrets.
+    draft = path.with_name(f".secrets.{os.getpid()}.tmp")
+    with os.fdopen(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        json.dump(values, f, indent=2)
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
+    return json.loads(path.read_text())
 
 
 DEBUG = env_bool("DEBUG", True)
@@ -131,7 +140,8 @@ REPLICATE_WEBHOOK_SECRET = env_str("REPLICATE_WEBHOOK_SECRET")
 if REPLICATE_WEBHOOK_SECRET and not REPLICATE_WEBHOOK_SECRET.startswith("whsec_"):
     raise ImproperlyConfigured("REPLICATE_WEBHOOK_SECRET must start with 'whsec_'")
 
-SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", True)
+# Off by default in production: the sandbox is a demo and test double, not a service.
+SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", DEBUG)
 SANDBOX_API_TOKENS = env_list("SANDBOX_API_TOKENS")
 if not SANDBOX_API_TOKENS and _local.get("SANDBOX_API_TOKENS"):
     SANDBOX_API_TOKENS = [_local["SANDBOX_API_TOKENS"]]

@@ -138,3 +138,12 @@ def test_postgres_url_uses_psycopg_pool_without_persistent_connections(tmp_path:
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["django.db.backends.postgresql", "0", "True", "console"]
+
+
+def test_the_sandbox_is_off_in_production_unless_asked_for(tmp_path: Path) -> None:
+    code = "from django.conf import settings; print(settings.SANDBOX_ENABLED)"
+
+    default = manage(tmp_path, "shell", "-v", "0", "-c", code, **PRODUCTION)
+    asked = manage(tmp_path, "shell", "-v", "0", "-c", code, **PRODUCTION, SANDBOX_ENABLED="1")
+
+    assert (default.stdout.strip(), asked.stdout.strip()) == ("False", "True")
