@@ -8,8 +8,18 @@ and to the end (p50, p99, and their ratio), streams whose assembled text is not 
 the final output, row writes per prediction (PostgreSQL's own counters), and the runner
 process's memory per prediction in flight.
 
-    .venv/bin/python bench/engine.py [--levels 1,50,200] [--tokens 200] [--delay-ms 20]
-        [--executors inline,celery]
+    .venv/bin/python bench/engine.py [--levels 1,50,200] [--tokens 200] [--delay-ms auto]
+        [--ramp 50] [--executors inline,celery,celery-fed]
+
+Streams start `--ramp` per second (so N=200 are all in flight together after 4 s, not
+fired in one instant: a burst of 400 requests would measure the sandbox's accept queue).
+
+Tokens come every 20 ms (50 per second, a fast language model), slowed at high N so the
+sandbox's total stays within what one sandbox process keeps on time on a small machine
+(TOKENS_PER_SECOND, measured by bench/sandbox_capacity.py): past that, both columns
+would measure an overloaded sandbox rather than the console. `celery` is the console's
+worker (threads pool, a waiting thread per prediction); `celery-fed` is the alternative
+(solo pool, tasks feed the event loop and return at once: bench/fed_worker.py).
 
 Everything runs on this machine: the sandbox (its own daphne), the console (daphne, plus
 a Celery worker for `celery`), PostgreSQL ($BENCH_DATABASE_URL, default the local server;
@@ -24,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -53,6 +64,9 @@ TOKEN = f"{TEST_TOKEN}:create_limit=0,read_limit=0"
 PG_DEFAULT = "postgres://postgres@127.0.0.1:5432/postgres"
 REDIS_DEFAULT = "redis://127.0.0.1:6379/13"
 SEED = 1234
+# Tokens per second (all streams together) one sandbox process serves on time on a 2-CPU
+# machine: bench/sandbox_capacity.py puts it at 50 streams x 50 tokens/s.
+TOKENS_PER_SECOND = 2500
 
 
 # ---------------------------------------------------------------------------- websockets
@@ -69,6 +83,7 @@ class Socket:
         self.inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.protocol: Any = None
+        self.closed_with = ""
 
     def send_json(self, message: dict[str, Any]) -> None:
         self.protocol.sendMessage(json.dumps(message).encode())
@@ -79,7 +94,7 @@ class Socket:
     async def receive(self) -> dict[str, Any]:
         message = await self.inbox.get()
         if message is None:
-            raise ConnectionError("websocket closed")
+            raise ConnectionError(f"websocket closed: {self.closed_with}")
         return message
 
 
@@ -97,6 +112,7 @@ async def open_socket(url: str, cookie: str) -> Socket:
             socket.inbox.put_nowait(json.loads(payload))
 
         def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802, N803
+            socket.closed_with = f"{code} {reason or ''}".strip()
             if not socket.opened.done():
                 socket.opened.set_exception(ConnectionError(f"refused: {code} {reason}"))
             socket.inbox.put_nowait(None)
@@ -127,10 +143,14 @@ def prompt_for(index: int) -> str:
     return f"bench {index} {uuid.uuid4().hex[:8]}"
 
 
-async def console_stream(base: str, cookie: str, index: int, tokens: int, delay: int) -> Stream:
+async def console_stream(
+    base: str, cookie: str, index: int, tokens: int, delay: int, start: float = 0.0
+) -> Stream:
     stream = Stream(prompt=prompt_for(index))
+    await asyncio.sleep(start)
     ws_base = base.replace("http://", "ws://")
     started = time.perf_counter()
+    stage = "connecting"
     try:
         feed = await open_socket(f"{ws_base}/ws/predictions/", cookie)
         model_input = {
@@ -140,10 +160,12 @@ async def console_stream(base: str, cookie: str, index: int, tokens: int, delay:
             "token_delay_ms": delay,
         }
         feed.send_json({"type": "submit", "model": "sandbox/text", "input": model_input})
+        stage = "submitting"
         while (reply := await feed.receive())["type"] != "submitted":
             if reply["type"] == "error":
                 raise RuntimeError(reply["message"])
         feed.close()
+        stage = "watching"
         watch = await open_socket(f"{ws_base}/ws/predictions/{reply['id']}/", cookie)
         seq = -1
         while True:
@@ -164,12 +186,15 @@ async def console_stream(base: str, cookie: str, index: int, tokens: int, delay:
                 stream.ttft = time.perf_counter() - started
         watch.close()
     except Exception as exc:  # a failed stream is a result, not a crash of the bench
-        stream.error = f"{type(exc).__name__}: {exc}"
+        stream.error = f"{stage}: {type(exc).__name__}: {exc}"
     return stream
 
 
-async def direct_stream(client: replicate.Client, index: int, tokens: int, delay: int) -> Stream:
+async def direct_stream(
+    client: replicate.Client, index: int, tokens: int, delay: int, start: float = 0.0
+) -> Stream:
     stream = Stream(prompt=prompt_for(index))
+    await asyncio.sleep(start)
     started = time.perf_counter()
     model_input = {
         "prompt": stream.prompt,
@@ -391,6 +416,12 @@ async def gather_streams(coroutines: list[Any]) -> list[Stream]:
     return list(await asyncio.gather(*coroutines))
 
 
+def delay_ms(n: int, args: argparse.Namespace) -> int:
+    if args.delay_ms != "auto":
+        return int(args.delay_ms)
+    return max(20, math.ceil(n * 1000 / TOKENS_PER_SECOND))
+
+
 def run_console(
     executor: str, levels: list[int], args: argparse.Namespace, cookie: str, redis_url: str
 ) -> list[Result]:
@@ -400,18 +431,22 @@ def run_console(
     database_url = os.environ["DATABASE_URL"]
     env = console_env(
         DATABASE_URL=database_url,
-        PREDICTION_EXECUTOR=executor,
+        PREDICTION_EXECUTOR="inline" if executor == "inline" else "celery",
         PREDICTION_LEASE_SECONDS="30",
         LOG_LEVEL="WARNING",
         CELERY_TASK_DEFAULT_QUEUE=queue,
     )
-    if executor == "celery":
+    if executor != "inline":
         env["REDIS_URL"] = redis_url
     else:
         env.pop("REDIS_URL", None)  # embedded: the in-memory channel layer
     results = []
     server = ConsoleServer(free_port(), env)
-    worker = Worker(env, concurrency=max(levels) + 50) if executor == "celery" else None
+    worker = None
+    if executor == "celery":
+        worker = Worker(env, concurrency=max(levels) + 50)
+    elif executor == "celery-fed":
+        worker = Worker(env, concurrency=1, app="bench.fed_worker", pool="solo")
     runner_pid = (worker or server).popen.pid
     try:
         # Warm up imports, clients and connection pools before measuring anything.
@@ -422,7 +457,14 @@ def run_console(
                 streams = asyncio.run(
                     gather_streams(
                         [
-                            console_stream(server.url, cookie, i, args.tokens, args.delay_ms)
+                            console_stream(
+                                server.url,
+                                cookie,
+                                i,
+                                args.tokens,
+                                delay_ms(n, args),
+                                i / args.ramp,
+                            )
                             for i in range(n)
                         ]
                     )
@@ -444,7 +486,10 @@ def run_direct(
         transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=n + 10))
         client = replicate.Client(api_token=TOKEN, base_url=sandbox_url, transport=transport)
         return await gather_streams(
-            [direct_stream(client, i, args.tokens, args.delay_ms) for i in range(n)]
+            [
+                direct_stream(client, i, args.tokens, delay_ms(n, args), i / args.ramp)
+                for i in range(n)
+            ]
         )
 
     asyncio.run(level(1))  # warm-up
@@ -455,18 +500,18 @@ def report(
     results: list[Result], direct: dict[int, list[Stream]], args: argparse.Namespace
 ) -> None:
     header = (
-        f"{'executor':<8} {'N':>4} │ {'TTFT p50 ms':>18} {'p99':>13} │ "
+        f"{'executor':<10} {'N':>4} │ {'TTFT p50 ms':>18} {'p99':>13} │ "
         f"{'done p50 s':>17} {'ratio':>6} {'p99':>13} │ {'wrong':>5} {'errors':>6} "
         f"{'writes':>6} {'KB/pred':>7}"
     )
     print("\n" + header)
-    print(" " * 14 + "console / direct" + " " * 60)
+    print(" " * 16 + "console / direct")
     print("─" * len(header))
     for result in results:
         ok = [s for s in result.console if not s.error]
         base = [s for s in direct[result.n] if not s.error]
         if not ok or not base:
-            print(f"{result.executor:<8} {result.n:>4} │ all streams failed")
+            print(f"{result.executor:<10} {result.n:>4} │ all streams failed")
             continue
         c_ttft, d_ttft = [s.ttft * 1000 for s in ok], [s.ttft * 1000 for s in base]
         c_done, d_done = [s.total for s in ok], [s.total for s in base]
@@ -476,7 +521,7 @@ def report(
         writes = f"{result.writes:.1f}"
         kb = f"{result.kb_per_prediction:.0f}" if result.kb_per_prediction is not None else "—"
         print(
-            f"{result.executor:<8} {result.n:>4} │ "
+            f"{result.executor:<10} {result.n:>4} │ "
             f"{pct(c_ttft, 0.5):>8.0f} / {pct(d_ttft, 0.5):<7.0f} "
             f"{pct(c_ttft, 0.99):>5.0f} / {pct(d_ttft, 0.99):<5.0f} │ "
             f"{pct(c_done, 0.5):>7.2f} / {pct(d_done, 0.5):<7.2f} {ratio:>6.3f} "
@@ -499,8 +544,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default="1,50,200")
     parser.add_argument("--tokens", type=int, default=200)
-    parser.add_argument("--delay-ms", type=int, default=20)
-    parser.add_argument("--executors", default="inline,celery")
+    parser.add_argument("--delay-ms", default="auto", help="ms between tokens, or auto")
+    parser.add_argument("--executors", default="inline,celery,celery-fed")
+    parser.add_argument("--ramp", type=float, default=50.0, help="new streams per second")
     parser.add_argument("--prepare", metavar="SANDBOX_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.prepare:
@@ -509,9 +555,9 @@ def main() -> None:
     levels = [int(n) for n in args.levels.split(",")]
     executors = args.executors.split(",")
     redis_url = os.environ.get("REDIS_URL", REDIS_DEFAULT)
-    if "celery" in executors and not reachable(redis_url, 6379):
-        print(f"No Redis at {redis_url}: skipping the celery executor.")
-        executors.remove("celery")
+    if not reachable(redis_url, 6379):
+        print(f"No Redis at {redis_url}: skipping the celery executors.")
+        executors = [e for e in executors if not e.startswith("celery")]
 
     var_dir = tempfile.mkdtemp(prefix="bench-engine-")
     os.environ.update(
@@ -522,9 +568,10 @@ def main() -> None:
         with run_sandbox_server() as sandbox_url, scratch_database() as database_url:
             os.environ["DATABASE_URL"] = database_url
             cookie = prepare(sandbox_url)
+            delays = ", ".join(f"N={n}: {delay_ms(n, args)} ms" for n in levels)
             print(
-                f"{args.tokens} tokens per stream, {args.delay_ms} ms apart; "
-                f"database {database_url.split(':')[0]}; sandbox {sandbox_url}"
+                f"{args.tokens} tokens per stream ({delays} apart), {args.ramp:g} new streams "
+                f"per second; database {database_url.split(':')[0]}; sandbox {sandbox_url}"
             )
             results: list[Result] = []
             for executor in executors:

@@ -27,12 +27,12 @@ import asyncio
 import uuid
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.urls import reverse
 
 from . import events
 from .models import CatalogModel, Prediction
+from .runner import db
 
 # Close code for "not yours" (the browser stops reconnecting).
 FORBIDDEN = 4403
@@ -52,6 +52,10 @@ def _snapshot(prediction_id: uuid.UUID) -> dict[str, Any] | None:
     return events.serialize_prediction(prediction) if prediction else None
 
 
+def _runnable(user: Any, owner: str, name: str) -> CatalogModel | None:
+    return CatalogModel.objects.runnable_by(user).filter(owner=owner, name=name).first()
+
+
 class PredictionConsumer(AsyncJsonWebsocketConsumer):
     """Snapshot, then the live events of one prediction, gap-free and in order."""
 
@@ -69,7 +73,7 @@ class PredictionConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=FORBIDDEN)
             return
-        if not await database_sync_to_async(_visible)(user, self.prediction_id):
+        if not await db(_visible)(user, self.prediction_id):
             await self.close(code=FORBIDDEN)
             return
         self.joined = True
@@ -138,7 +142,7 @@ class PredictionConsumer(AsyncJsonWebsocketConsumer):
     # ------------------------------------------------------------------ ordering
 
     async def send_snapshot(self) -> None:
-        snapshot = await database_sync_to_async(_snapshot)(self.prediction_id)
+        snapshot = await db(_snapshot)(self.prediction_id)
         if snapshot is None:
             await self.close(code=FORBIDDEN)  # deleted meanwhile
             return
@@ -177,7 +181,7 @@ class PredictionConsumer(AsyncJsonWebsocketConsumer):
             return
         if reread:
             needed = min(self.held) - 1
-            snapshot = await database_sync_to_async(_snapshot)(self.prediction_id)
+            snapshot = await db(_snapshot)(self.prediction_id)
             if snapshot is not None and snapshot["seq"] >= needed:
                 await self.send_snapshot()
                 await self.flush_held()
@@ -251,12 +255,7 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
             await self.error("'input' must be an object.", {"input": ["Must be an object."]})
             return
         owner, name = ref.split("/")
-        model = await (
-            CatalogModel.objects.runnable_by(self.user)
-            .select_related("token")
-            .filter(owner=owner, name=name)
-            .afirst()
-        )
+        model = await db(_runnable)(self.user, owner, name)
         if model is None:
             await self.error("unknown model", {"model": ["Unknown model."]})
             return

@@ -152,13 +152,16 @@ class RedisReplayLog:
         self._lock = threading.Lock()
 
     def _redis(self) -> Redis:
-        from redis.asyncio import Redis
+        from redis.asyncio import BlockingConnectionPool, Redis
 
         loop = asyncio.get_running_loop()
         with self._lock:
             client = self._clients.get(loop)
             if client is None:
-                client = self._clients[loop] = Redis.from_url(self.url)
+                # Blocking: a burst waits for a free connection instead of failing (the
+                # default pool raises "Too many connections" at 100).
+                pool = BlockingConnectionPool.from_url(self.url, max_connections=200, timeout=20)
+                client = self._clients[loop] = Redis(connection_pool=pool)
             return client
 
     @staticmethod

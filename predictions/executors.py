@@ -35,7 +35,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from . import runner
@@ -63,7 +62,7 @@ async def start_prediction(
     The awaited create has committed (async code runs in autocommit) before the Celery
     message goes out, so a worker never looks for a row that is not there yet.
     """
-    prediction = await Prediction.objects.acreate(
+    prediction = await runner.db(Prediction.objects.create)(
         owner=owner,
         model=model,
         model_ref=model.ref,
@@ -141,7 +140,7 @@ class InlineExecutor:
         lease = runner.lease_seconds()
         while True:
             try:
-                for prediction_id in await database_sync_to_async(runner.claimable)(lease):
+                for prediction_id in await runner.db(runner.claimable)(lease):
                     self._spawn(prediction_id)
             except Exception:
                 logger.exception("inline reconciler failed; trying again")

@@ -34,8 +34,9 @@ import hashlib
 import logging
 import mimetypes
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from channels.db import database_sync_to_async
@@ -52,6 +53,8 @@ from .upstream import Credentials, UpstreamError
 
 logger = logging.getLogger(__name__)
 
+P = ParamSpec("P")
+T = TypeVar("T")
 Status = Prediction.Status
 
 # At most one publish per prediction this often (after the first one, which goes at once).
@@ -78,6 +81,15 @@ _CONSOLE_STATUS = {
     "canceled": Status.CANCELED,
     "aborted": Status.FAILED,
 }
+
+
+def db(fn: Callable[P, T]) -> Callable[P, Awaitable[T]]:
+    """`fn` (ORM code) as a coroutine run in a pool thread, its connection closed after.
+
+    Not asgiref's default, one thread shared by the whole process: hundreds of runners
+    and websockets would queue behind one another's queries there.
+    """
+    return database_sync_to_async(fn, thread_sensitive=False)
 
 
 class LeaseLost(Exception):
@@ -256,10 +268,25 @@ async def run_prediction(prediction_id: uuid.UUID | str) -> str:
     handing the prediction back (see Run.release).
     """
     pk = uuid.UUID(str(prediction_id))
-    claimed = await database_sync_to_async(claim)(pk, lease_seconds())
+    claimed = await db(_claim_with_credentials)(pk, lease_seconds())
     if claimed is None:
         return "busy"
-    return await Run(*claimed).main()
+    prediction, lease, resumed, creds = claimed
+    return await Run(prediction, lease, resumed).main(creds)
+
+
+def _claim_with_credentials(
+    prediction_id: uuid.UUID, lease: float
+) -> tuple[Prediction, datetime, bool, Credentials | UpstreamError] | None:
+    """claim() and the token to use, in one trip to a database thread."""
+    claimed = claim(prediction_id, lease)
+    if claimed is None:
+        return None
+    try:
+        creds: Credentials | UpstreamError = _credentials(claimed[0])
+    except UpstreamError as exc:
+        creds = exc
+    return (*claimed, creds)
 
 
 class Run:
@@ -305,15 +332,14 @@ class Run:
 
     # ------------------------------------------------------------------ main
 
-    async def main(self) -> str:
+    async def main(self, creds: Credentials | UpstreamError) -> str:
         loop = asyncio.get_running_loop()
         self._last_write = loop.time()
         try:
-            try:
-                self.creds = await database_sync_to_async(_credentials)(self.p)
-            except UpstreamError as exc:
-                await self.finish({"status": "failed"}, error=str(exc))
+            if isinstance(creds, UpstreamError):
+                await self.finish({"status": "failed"}, error=str(creds))
                 return "finished"
+            self.creds = creds
             self._pump_task = asyncio.create_task(self._pump(), name=f"pump-{self.pk}")
             data, error = await self._supervised()
             await self._stop_pump()
@@ -573,9 +599,7 @@ class Run:
         new_lease = stamp or timezone.now()
         values = {**self._state_fields(), **(fields or {})}
         update = asyncio.ensure_future(
-            database_sync_to_async(_fenced_update)(
-                self.pk, self.lease, new_lease, values, not self.canceling
-            )
+            db(_fenced_update)(self.pk, self.lease, new_lease, values, not self.canceling)
         )
         try:
             written, cancel = await asyncio.shield(update)
@@ -785,7 +809,7 @@ class Run:
         if not urls:
             return output, []
         assert self.creds is not None
-        existing = await database_sync_to_async(_existing_files)(self.pk)
+        existing = await db(_existing_files)(self.pk)
         saved: dict[int, OutputFile] = {}
         for position, url in enumerate(urls):
             if position in existing:
@@ -800,9 +824,7 @@ class Run:
                     "prediction %s: output file %d not copied: %s", self.pk, position, exc
                 )
                 continue
-            saved[position] = await database_sync_to_async(_save_file)(
-                self.pk, position, url, content, content_type
-            )
+            saved[position] = await db(_save_file)(self.pk, position, url, content, content_type)
         ours = {
             position: reverse("predictions:file", args=[self.pk, position]) for position in saved
         }
