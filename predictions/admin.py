@@ -1,7 +1,9 @@
 import json
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
@@ -45,9 +47,23 @@ class ApiTokenForm(forms.ModelForm):
             )
         return is_default
 
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        moved = self.instance.pk and "base_url" in self.changed_data
+        if moved and not cleaned.get("token") and not self.has_error("token"):
+            # Otherwise "Save and verify" would send the stored token to the new host.
+            self.add_error(
+                "token",
+                "Enter the token again: the API base URL changed, and the stored "
+                "token is only ever sent to the host it was entered for.",
+            )
+        return cleaned
+
     def save(self, commit: bool = True) -> ApiToken:
         if self.cleaned_data.get("token"):
             self.instance.set_token(self.cleaned_data["token"])
+            # A new token, or a new host: whatever was verified before no longer holds.
+            self.instance.account_name, self.instance.verified_at = "", None
         return super().save(commit)
 
 
@@ -243,6 +259,14 @@ class OutputFileInline(admin.TabularInline):
         return False
 
 
+class PredictionChangeList(ChangeList):
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet:
+        # The list shows none of these (possibly large) fields. Only here: the change page
+        # shows them all, and deferred there they would cost a query each.
+        queryset = super().get_queryset(request, exclude_parameters)
+        return queryset.defer("logs", "text_output", "output")
+
+
 @admin.register(Prediction)
 class PredictionAdmin(admin.ModelAdmin):
     list_display = ["short_id", "status", "model_ref", "owner", "created_at", "duration_display"]
@@ -276,8 +300,8 @@ class PredictionAdmin(admin.ModelAdmin):
     ]
     exclude = ["input", "shared_with"]
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).defer("logs", "text_output", "output")
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return PredictionChangeList
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import upstream
+
 if TYPE_CHECKING:
     from .models import CatalogModel
 
@@ -160,63 +162,31 @@ def display_value(spec: Field, value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2)
 
 
-def _lookup_ref(root: Mapping[str, Any], ref: str) -> dict[str, Any] | None:
-    """Find a `$ref` target in the cached schema, wherever the refresh put the definitions."""
-    if not ref.startswith("#/"):
-        return None
-    node: Any = root
-    for part in ref[2:].split("/"):
-        part = part.replace("~1", "/").replace("~0", "~")
-        if not isinstance(node, Mapping) or part not in node:
-            node = None
-            break
-        node = node[part]
-    if isinstance(node, Mapping):
-        return dict(node)
-    # The Input object stored alone keeps no components; look for definitions kept beside it.
-    name = ref.rsplit("/", 1)[-1]
-    for container in (
-        root.get("components", {}).get("schemas", {}),
-        root.get("$defs", {}),
-        root.get("definitions", {}),
-    ):
-        if isinstance(container, Mapping) and isinstance(container.get(name), Mapping):
-            return dict(container[name])
-    return None
+def _resolved(schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The schema with its `$ref`s resolved.
 
-
-def _resolve(prop: Mapping[str, Any], root: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """Merge `allOf`/`$ref` parts into one property; the property's own keys win.
-
-    Returns the merged property and whether a reference could not be found.
+    The admin's refresh stores it so already (`upstream.split_openapi_schema`); an Input
+    object kept with its `components` beside it is resolved here by the same function.
     """
+    components = schema.get("components")
+    if not isinstance(components, Mapping) or not isinstance(components.get("schemas"), Mapping):
+        return schema
+    own = {k: v for k, v in schema.items() if k != "components"}
+    openapi = {"components": {"schemas": {**components["schemas"], "Input": own}}}
+    return upstream.split_openapi_schema(openapi)[0]
+
+
+def _dangling(prop: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """A `$ref` the schema could not resolve (left in place): drop it, and take the type
+    from the default. Returns the property and whether a reference was missing."""
+    parts = [prop, *(p for p in prop.get("allOf") or [] if isinstance(p, Mapping))]
+    if not any("$ref" in part for part in parts):
+        return dict(prop), False
     own = {k: v for k, v in prop.items() if k not in {"allOf", "$ref"}}
-    parts = list(prop.get("allOf") or [])
-    if "$ref" in prop:
-        parts.append({"$ref": prop["$ref"]})
-    merged: dict[str, Any] = {}
-    unresolved = False
-    for part in parts:
-        if not isinstance(part, Mapping):
-            continue
-        if "$ref" in part:
-            target = _lookup_ref(root, str(part["$ref"]))
-            if target is None:
-                unresolved = True
-                continue
-            target, missing = _resolve(target, root)
-            unresolved = unresolved or missing
-            # An enum's own title is its Python class name ("aspect_ratio"), not a label.
-            target.pop("title", None)
-            target.pop("description", None)
-            merged.update(target)
-        else:
-            merged.update(part)
-    merged.update(own)
-    if unresolved and "type" not in merged:
-        default = merged.get("default")
-        merged["type"] = _json_type(default) if default is not None else "string"
-    return merged, unresolved
+    if "type" not in own:
+        default = own.get("default")
+        own["type"] = _json_type(default) if default is not None else "string"
+    return own, True
 
 
 def _json_type(value: Any) -> str:
@@ -289,9 +259,24 @@ def _number(value: Any) -> float | None:
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _pattern(value: Any) -> str | None:
+    """The schema's `pattern` if Python can compile it; an invalid one is ignored."""
+    if not isinstance(value, str):
+        return None
+    try:
+        re.compile(value)
+    except (re.error, OverflowError, RecursionError):
+        return None
+    return value
+
+
 def fields_for(schema: Mapping[str, Any] | None, hidden: Iterable[str] = ()) -> list[Field]:
     """The schema's inputs in display order (`x-order`), without the hidden ones."""
-    schema = schema or {}
+    schema = _resolved(schema or {})
     properties = schema.get("properties") or {}
     required = set(schema.get("required") or [])
     hidden = set(hidden)
@@ -299,7 +284,7 @@ def fields_for(schema: Mapping[str, Any] | None, hidden: Iterable[str] = ()) -> 
     for position, (name, raw) in enumerate(properties.items()):
         if name in hidden or not isinstance(raw, Mapping):
             continue
-        prop, unresolved = _resolve(raw, schema)
+        prop, unresolved = _dangling(raw)
         prop, nullable = _nullable(prop)
         kind, item_kind = _kind(name, prop)
         if unresolved and kind == "textarea":
@@ -317,9 +302,9 @@ def fields_for(schema: Mapping[str, Any] | None, hidden: Iterable[str] = ()) -> 
                 default=prop.get("default", MISSING),
                 minimum=_number(prop.get("minimum")),
                 maximum=_number(prop.get("maximum")),
-                min_length=prop.get("minLength"),
-                max_length=prop.get("maxLength"),
-                pattern=prop.get("pattern"),
+                min_length=_count(prop.get("minLength")),
+                max_length=_count(prop.get("maxLength")),
+                pattern=_pattern(prop.get("pattern")),
                 choices=list(prop.get("enum") or []),
                 item_kind=item_kind,
                 nullable=nullable,
@@ -420,6 +405,13 @@ def coerce(spec: Field, value: Any) -> Any:
     return _json(value)
 
 
+def _whole(text: str, message: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # more digits than Python converts
+        raise ValueError(message) from None
+
+
 def _integer(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("Enter a whole number.")
@@ -428,11 +420,10 @@ def _integer(value: Any) -> int:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str):
-        text = value.strip()
-        if re.fullmatch(r"[+-]?\d+", text):
-            return int(text)
-        if re.fullmatch(r"[+-]?\d+\.0*", text):
-            return int(float(text))
+        # "3" or "3.0"; never through float, which overflows on long numbers.
+        match = re.fullmatch(r"([+-]?\d+)(\.0*)?", value.strip())
+        if match:
+            return _whole(match.group(1), "Enter a whole number.")
     raise ValueError("Enter a whole number.")
 
 
@@ -447,7 +438,7 @@ def _float(value: Any) -> int | float:
     elif isinstance(value, str):
         text = value.strip()
         if re.fullmatch(r"[+-]?\d+", text):
-            return int(text)
+            return _whole(text, "Enter a number.")
         try:
             number = float(text)
         except ValueError:
@@ -535,12 +526,28 @@ def _list(spec: Field, value: Any) -> list[Any]:
     return cleaned
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"Enter valid JSON: {name} is not a JSON number.")
+
+
 def _json(value: Any) -> Any:
     if isinstance(value, str):
         try:
-            return json.loads(value)
+            value = json.loads(value, parse_constant=_no_constants)
         except json.JSONDecodeError:
             raise ValueError("Enter valid JSON.") from None
+        except RecursionError:
+            raise ValueError("Enter valid JSON, nested less deeply.") from None
+    # NaN and ±Infinity are not JSON (PostgreSQL refuses them); 1e400 parses as infinity.
+    stack = [value]
+    while stack:  # not recursive: a deeply nested value must not overflow the stack
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("Numbers must be finite (no NaN or Infinity).")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return value
 
 

@@ -11,7 +11,9 @@ Traps of `replicate` 1.0.7 handled here (see shared/reference/replicate-api.md):
   and a 429's `retry_after` are thrown away. A response hook reads the problem JSON first.
 - `replicate.webhooks.validate` raises a zoo of exceptions (and `binascii.Error`);
   `validate_webhook` turns all of them into False.
-- The client sends its Authorization header to every host; `download_file` does not.
+- The client sends its Authorization header to every host; `download_file` fetches only
+  Replicate's delivery hosts and the API's own file URLs, and sends the token only to the
+  latter.
 - The client's transport retries GET/PUT/DELETE on 429/503/504 by itself (honouring
   Retry-After) but never a POST; what reaches us is final, and `UpstreamError.retryable`
   tells the caller whether another try later makes sense.
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import unquote_to_bytes
 
 import httpx
 import replicate
@@ -43,6 +45,7 @@ from asgiref.sync import async_to_sync
 from replicate.exceptions import ModelError, ReplicateError
 from replicate.helpers import FileOutput
 from replicate.prediction import Prediction as ClientPrediction
+from replicate.stream import EventSource
 from replicate.webhook import WebhookSigningSecret
 
 from . import crypto
@@ -534,6 +537,18 @@ def _error_detail(data: str) -> str:
     return data.strip() or "The model failed."
 
 
+def _raised_for_error_event(exc: RuntimeError) -> bool:
+    """Whether EventSource raised `exc` for a server `error` event (its data is the args).
+
+    Told apart by where it was raised, not by its text: a model may well fail with
+    "Event loop is closed", which is also what a client used from a dead loop says.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code is EventSource.__aiter__.__code__
+
+
 async def stream_events(
     creds: Credentials, prediction: Mapping[str, Any]
 ) -> AsyncIterator[StreamEvent]:
@@ -564,10 +579,9 @@ async def stream_events(
             if seen_done:
                 return
     except RuntimeError as exc:
-        # EventSource raises the `error` event's data as a RuntimeError.
-        if not exc.args or "event loop" in str(exc).lower():
-            raise
-        yield StreamEvent("error", _error_detail(str(exc.args[0])), "")
+        if not _raised_for_error_event(exc):
+            raise  # a real bug, e.g. a client used from a closed event loop
+        yield StreamEvent("error", _error_detail(str(exc.args[0]) if exc.args else ""), "")
         return
     except (ReplicateError, httpx.HTTPError, ValueError, UpstreamError) as exc:
         error = _map_exception(exc, creds)
@@ -731,40 +745,86 @@ def _decode_data_uri(url: str, max_bytes: int) -> tuple[bytes, str]:
     return content, content_type
 
 
-def _same_origin(url: str, base_url: str) -> bool:
-    a, b = urlsplit(url), urlsplit(base_url)
-    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+# Output files come from Replicate's file delivery (and its subdomains)...
+DELIVERY_HOST = "replicate.delivery"
+# ...or from the API itself: the sandbox serves outputs at <base>/delivery/ and files at
+# <base>/v1/files/. Only the latter need (and get) the token.
+API_FILE_PATH = "/v1/files/"
+API_DELIVERY_PATH = "/delivery/"
+MAX_REDIRECTS = 3
+
+
+def _output_url(creds: Credentials, url: str | httpx.URL) -> tuple[httpx.URL, bool]:
+    """(URL to fetch, whether it gets the token), or UpstreamError for a URL we won't fetch.
+
+    The runner fetches every http(s) string in a model's output, and the model decides what
+    that is: an allow-list keeps it from pointing us at internal services, and keeps the
+    token away from everything but the API's file URLs (never /v1/predictions and the like).
+    """
+    try:
+        target = httpx.URL(url)
+    except httpx.InvalidURL:
+        raise UpstreamError("bad_response", "Output file URL is malformed.") from None
+    host = target.host
+    if target.scheme == "https" and (host == DELIVERY_HOST or host.endswith("." + DELIVERY_HOST)):
+        return target, False
+    api = httpx.URL(creds.base_url)
+    # `path` is percent-decoded, so "..%2f" shows up here as a ".." segment.
+    path = target.path
+    if (target.scheme, host, target.port) == (api.scheme, api.host, api.port) and (
+        ".." not in path.split("/")
+    ):
+        root = api.path.rstrip("/")
+        if path.startswith(root + API_FILE_PATH):
+            return target, True
+        if path.startswith(root + API_DELIVERY_PATH):
+            return target, False
+    raise UpstreamError(
+        "bad_response",
+        f"Not fetching output file {str(target)[:200]}: only {DELIVERY_HOST} and the API's "
+        "own file URLs are allowed.",
+    )
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int) -> tuple[bytes, str]:
+    if response.status_code >= 400:
+        await _raise_for_problem(response)
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(max_bytes)
+    buffer = bytearray()
+    async for chunk in response.aiter_bytes():
+        buffer += chunk
+        if len(buffer) > max_bytes:
+            raise _too_large(max_bytes)
+    content_type = response.headers.get("content-type", "").split(";")[0].strip()
+    return bytes(buffer), content_type or "application/octet-stream"
 
 
 async def download_file(creds: Credentials, url: str, *, max_bytes: int) -> tuple[bytes, str]:
-    """(content, content type) of an output file; never reads more than `max_bytes`."""
+    """(content, content type) of an output file; never reads more than `max_bytes`.
+
+    Only data: URIs, Replicate's delivery hosts and the API's own file URLs are fetched
+    (see `_output_url`); anything else is UpstreamError(kind="bad_response").
+    """
     if url.startswith("data:"):
         return _decode_data_uri(url, max_bytes)
-    if urlsplit(url).scheme not in ("http", "https"):
-        raise UpstreamError("bad_response", "Output file URL is not http(s) or data:.")
-    # Our own httpx client: the replicate client would send the token to any host.
-    headers = {"User-Agent": "replicate-console"}
-    if _same_origin(url, creds.base_url):
-        headers["Authorization"] = f"Bearer {creds.token}"
     timeout = httpx.Timeout(creds.timeout, connect=min(CONNECT_TIMEOUT, creds.timeout))
+    target: str | httpx.URL = url
     with _translated(creds, not_found="The output file is gone (Replicate keeps files ~1 hour)."):
-        # httpx drops Authorization when a redirect leaves the origin.
-        async with (
-            httpx.AsyncClient(timeout=timeout, follow_redirects=True) as http,
-            http.stream("GET", url, headers=headers) as response,
-        ):
-            if response.status_code >= 400:
-                await _raise_for_problem(response)
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise _too_large(max_bytes)
-            buffer = bytearray()
-            async for chunk in response.aiter_bytes():
-                buffer += chunk
-                if len(buffer) > max_bytes:
-                    raise _too_large(max_bytes)
-            content_type = response.headers.get("content-type", "").split(";")[0].strip()
-    return bytes(buffer), content_type or "application/octet-stream"
+        # Our own httpx client: the replicate client would send the token to any host. It
+        # follows no redirects by itself; each hop goes through the allow-list again.
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
+            for _ in range(MAX_REDIRECTS + 1):
+                checked, with_token = _output_url(creds, target)
+                headers = {"User-Agent": "replicate-console"}
+                if with_token:
+                    headers["Authorization"] = f"Bearer {creds.token}"
+                async with http.stream("GET", checked, headers=headers) as response:
+                    if not response.is_redirect:
+                        return await _read_capped(response, max_bytes)
+                    target = response.url.join(response.headers["location"])
+    raise UpstreamError("bad_response", "The output file URL redirects too many times.")
 
 
 async def upload_file(creds: Credentials, content: bytes, filename: str, content_type: str) -> str:

@@ -36,7 +36,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import executors, upstream
+from . import events, executors, upstream
 from .models import CatalogModel, OutputFile, Prediction, User
 from .schema import (
     MISSING,
@@ -48,10 +48,12 @@ from .schema import (
     fields_for,
     form_fields,
 )
-from .templatetags.console import duration, visible_logs
+from .templatetags.console import OWN_FILE_URL, duration, filesize, visible_logs
 
 # Files up to this size go into the input as data: URIs; bigger ones through the files API.
 DATA_URI_MAX_BYTES = 256 * 1024
+# Replicate's files API takes files up to 100 MB.
+UPLOAD_MAX_BYTES = 100 * 1024 * 1024
 # Form fields that are not model inputs.
 CONTROL_FIELDS = {"csrfmiddlewaretoken", "parent"}
 PAGE_SIZES = (10, 25, 50, 100)
@@ -80,6 +82,12 @@ INLINE_TYPES = {
 }
 
 
+def media_kind(content_type: str) -> str:
+    """image, audio or video for the types shown (and served) inline; "file" otherwise."""
+    main = content_type.split(";", 1)[0].strip().lower()
+    return main.split("/", 1)[0] if main in INLINE_TYPES else "file"
+
+
 def see_other(url: str) -> HttpResponseRedirect:
     """303: after a POST the browser GETs the new page (no "resubmit form?" on reload)."""
     response = HttpResponseRedirect(url)
@@ -94,7 +102,7 @@ def wants_json(request: HttpRequest) -> bool:
 async def visible_prediction(user: User, pk: uuid.UUID) -> Prediction:
     prediction = (
         await Prediction.objects.visible_to(user)
-        .select_related("model", "owner", "parent")
+        .select_related("model", "owner")
         .filter(pk=pk)
         .afirst()
     )
@@ -222,8 +230,9 @@ def data_uri(upload: UploadedFile) -> str:
 
 def form_values(
     fields: list[Field], post: QueryDict, files: Any
-) -> tuple[dict[str, Any], list[PendingUpload]]:
-    """A form post as input values (strings; clean_input coerces them) and pending uploads."""
+) -> tuple[dict[str, Any], list[PendingUpload], dict[str, list[str]]]:
+    """A form post as input values (strings; clean_input coerces them), pending uploads,
+    and errors about files too big to send."""
     specs = {spec.name: spec for spec in fields}
     values: dict[str, Any] = {}
     for name in post:
@@ -243,6 +252,7 @@ def form_values(
             # Browsers send textarea line breaks as CRLF.
             values[name] = entries[-1].replace("\r\n", "\n")
     pending: list[PendingUpload] = []
+    too_big: dict[str, list[str]] = defaultdict(list)
     for name in files:
         spec = specs.get(name)
         uploads = [f for f in files.getlist(name) if f.name and f.size]
@@ -253,18 +263,26 @@ def form_values(
             continue
         urls = []
         for upload in uploads:
-            if upload.size <= DATA_URI_MAX_BYTES:
+            if upload.size > UPLOAD_MAX_BYTES:
+                # Refused before anything reads it: it stays in Django's temporary file.
+                too_big[name].append(
+                    f"“{upload.name}” is {filesize(upload.size)}; "
+                    "Replicate accepts files up to 100 MB."
+                )
+            elif upload.size <= DATA_URI_MAX_BYTES:
                 urls.append(data_uri(upload))
             else:
                 placeholder = f"https://upload.invalid/{len(pending)}"
                 pending.append(PendingUpload(name, placeholder, upload))
                 urls.append(placeholder)
+        if not urls:
+            continue
         if spec.kind == "file":
             values[name] = urls[-1]
         else:
             typed = [line for line in str(values.get(name, "")).splitlines() if line.strip()]
             values[name] = typed + urls
-    return values, pending
+    return values, pending, too_big
 
 
 async def upload_pending(
@@ -312,16 +330,17 @@ async def model_page(request: HttpRequest, owner: str, name: str) -> HttpRespons
         return await render_form(request, user, model)
 
     fields = fields_for(model.input_schema, model.hidden_inputs or [])
-    values, pending = form_values(fields, request.POST, request.FILES)
+    values, pending, too_big = form_values(fields, request.POST, request.FILES)
     parent, parent_error = await parent_for(user, request.POST.get("parent"))
-    errors: dict[str, list[str]] = defaultdict(list)
+    errors: dict[str, list[str]] = defaultdict(list, too_big)
     if parent_error:
         errors["__all__"].append(parent_error)
     try:
         cleaned = clean_input(model, values)
     except InvalidInput as exc:
         for field_name, messages in exc.errors.items():
-            errors[field_name].extend(messages)
+            if field_name not in too_big:  # "required" would only repeat it
+                errors[field_name].extend(messages)
     if errors:
         for item in pending:
             # Big files are not kept between attempts (they never left this request).
@@ -358,20 +377,11 @@ async def prediction_rerun(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
 
 
 def file_entry(prediction_id: uuid.UUID, f: OutputFile) -> dict[str, Any]:
-    url = reverse("predictions:file", args=[prediction_id, f.position])
-    return {
-        "position": f.position,
-        "url": url,
-        "download_url": url + "?download=1",
-        "content_type": f.content_type,
-        "kind": f.content_type.split("/", 1)[0] if f.content_type in INLINE_TYPES else "file",
-        "size": f.size,
-        "name": f.file.name.rsplit("/", 1)[-1] if f.file else f"output-{f.position}",
-    }
-
-
-# Our archived copies: the runner rewrites output URLs to these once it has the files.
-OWN_FILE_URL = re.compile(r"^/predictions/[0-9a-f-]{36}/files/\d+/$")
+    """A file as the live events describe it, plus how the page shows it."""
+    entry = events.serialize_file(prediction_id, f)
+    entry["kind"] = media_kind(f.content_type)
+    entry["name"] = entry["name"] or f"output-{f.position}"
+    return entry
 
 
 def is_url(value: Any) -> bool:
@@ -487,8 +497,29 @@ def extra_metrics(metrics: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     return rows
 
 
-async def detail_context(user: User, prediction: Prediction) -> dict[str, Any]:
+async def output_context(prediction: Prediction) -> dict[str, Any]:
+    """What the `output` partial shows (the whole page, or the fragment alone)."""
     files = [file_entry(prediction.pk, f) async for f in prediction.files.order_by("position")]
+    text = text_of(prediction)
+    return {
+        "prediction": prediction,
+        "files": files,
+        "text": text,
+        "structured": structured_output(prediction, text, files),
+    }
+
+
+async def detail_context(user: User, prediction: Prediction) -> dict[str, Any]:
+    output = await output_context(prediction)
+    # The run this re-ran, only if the user may see it.
+    parent = None
+    if prediction.parent_id:
+        parent = (
+            await Prediction.objects.visible_to(user)
+            .filter(pk=prediction.parent_id)
+            .only("id", "status", "cancel_requested_at")
+            .afirst()
+        )
     children = [
         c
         async for c in Prediction.objects.visible_to(user)
@@ -496,18 +527,16 @@ async def detail_context(user: User, prediction: Prediction) -> dict[str, Any]:
         .only("id", "status", "created_at", "cancel_requested_at")
         .order_by("created_at")[:20]
     ]
-    text = text_of(prediction)
+    text = output["text"]
     model = prediction.model
     return {
+        **output,
         "user": user,
         "nav": "history",
-        "prediction": prediction,
         "model": model,
-        "files": files,
-        "text": text,
-        "structured": structured_output(prediction, text, files),
         "logs": visible_logs(prediction.logs),
         "progress": progress_of(prediction.logs) if prediction.is_active else None,
+        "parent": parent,
         "children": children,
         "timeline": timeline(prediction),
         "extra_metrics": extra_metrics(prediction.metrics),
@@ -531,6 +560,8 @@ async def detail_context(user: User, prediction: Prediction) -> dict[str, Any]:
             "fragment": reverse("predictions:detail", args=[prediction.pk]) + "?fragment=output",
             "rerun": reverse("predictions:rerun", args=[prediction.pk]),
             "text": text if prediction.is_active else "",
+            # live.js shows these inline, as the page and output_file do.
+            "inline_types": sorted(INLINE_TYPES),
         },
     }
 
@@ -539,12 +570,11 @@ async def detail_context(user: User, prediction: Prediction) -> dict[str, Any]:
 async def prediction_detail(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     user = await request.auser()
     prediction = await visible_prediction(user, pk)
-    context = await detail_context(user, prediction)
-    template = "predictions/detail.html"
     if request.GET.get("fragment") == "output":
         # The same fragment as on the page: the live page swaps it in once a run ends.
-        template += "#output"
-    return render(request, template, context)
+        context = {"user": user, **await output_context(prediction)}
+        return render(request, "predictions/detail.html#output", context)
+    return render(request, "predictions/detail.html", await detail_context(user, prediction))
 
 
 @require_POST
@@ -572,9 +602,12 @@ async def output_file(request: HttpRequest, pk: uuid.UUID, position: int) -> Fil
     output = await OutputFile.objects.filter(prediction_id=pk, position=position).afirst()
     if output is None or not output.file:
         raise Http404("No such output file.")
+    # Images, audio and video inline (the page's players need that); the rest downloads
+    # as opaque bytes.
+    shown = media_kind(output.content_type) != "file"
+    inline = shown and request.GET.get("download") is None
     content_type = output.content_type.split(";", 1)[0].strip().lower()
-    inline = content_type in INLINE_TYPES and request.GET.get("download") is None
-    if content_type not in INLINE_TYPES:
+    if not shown:
         content_type = "application/octet-stream"
     handle = await sync_to_async(output.file.open)("rb")
     response = FileResponse(
@@ -619,7 +652,6 @@ def parse_date(raw: str | None) -> date | None:
 
 def parse_filters(params: QueryDict, user: User) -> HistoryFilters:
     status = params.get("status", "")
-    per_page = params.get("per_page", "")
     return HistoryFilters(
         model=params.get("model", "").strip(),
         status=status if status in Prediction.Status.values else "",
@@ -627,7 +659,10 @@ def parse_filters(params: QueryDict, user: User) -> HistoryFilters:
         q=params.get("q", "").strip()[:200],
         since=parse_date(params.get("since")),
         until=parse_date(params.get("until")),
-        per_page=int(per_page) if per_page.isdigit() and int(per_page) in PAGE_SIZES else 25,
+        per_page=next(
+            (size for size in PAGE_SIZES if str(size) == params.get("per_page")),
+            DEFAULT_PAGE_SIZE,
+        ),
     )
 
 
@@ -717,7 +752,9 @@ async def decorate_rows(rows: list[Prediction]) -> list[Prediction]:
 async def history(request: HttpRequest) -> HttpResponse:
     user = await request.auser()
     filters = parse_filters(request.GET, user)
-    models = [m async for m in CatalogModel.objects.only("id", "owner", "name", "title")]
+    # Members see only the models they may run: the others' names are not theirs to know.
+    listed = CatalogModel.objects.all() if user.is_staff else CatalogModel.objects.runnable_by(user)
+    models = [m async for m in listed.only("id", "owner", "name", "title")]
     qs = filtered_history(user, filters, models)
 
     # One row, for the live page: the feed says a prediction changed, the row is re-drawn.

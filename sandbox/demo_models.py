@@ -616,8 +616,8 @@ IMAGE_INPUT = {
         "image",
         "string",
         1,
-        "Optional init image (an http(s) URL, a data: URI or an uploaded file's URL), "
-        "blended under the drawing.",
+        "Optional init image (a data: URI, or the URL of a file uploaded to or made by "
+        "this sandbox), blended under the drawing.",
         format="uri",
     ),
     "width": prop(

@@ -10,12 +10,10 @@ import logging
 import re
 from urllib.parse import unquote_to_bytes, urlsplit
 
-import httpx
-
 from sandbox.store import Prediction, files, outputs
 from sandbox.validation import with_defaults
 
-MAX_FETCH_BYTES = 20 * 1024 * 1024
+MAX_INPUT_BYTES = 20 * 1024 * 1024
 
 logger = logging.getLogger(__name__)
 
@@ -58,32 +56,53 @@ async def _run(prediction: Prediction) -> None:
 _DATA_URI = re.compile(r"^data:(?P<type>[^;,]*)(?P<params>(;[^;,]*)*?)(?P<b64>;base64)?,")
 
 
+def _decode_data_uri(uri: str) -> bytes:
+    match = _DATA_URI.match(uri)
+    if not match:
+        raise ValueError("malformed data URI")
+    payload = uri[match.end() :]
+    # Checked before decoding: base64 is 4 characters per 3 bytes.
+    if (len(payload) * 3 // 4 if match["b64"] else len(payload)) > MAX_INPUT_BYTES:
+        raise ValueError(f"the data URI is larger than {MAX_INPUT_BYTES} bytes")
+    return base64.b64decode(payload) if match["b64"] else unquote_to_bytes(payload)
+
+
+def _local_content(prediction: Prediction, uri: str) -> bytes | None:
+    """The bytes behind one of this sandbox's file or output URLs; None for any other URL."""
+    parts, root = urlsplit(uri), urlsplit(prediction.base_url)
+    if (
+        parts.scheme not in ("http", "https")
+        or parts.netloc != root.netloc
+        or not parts.path.startswith(root.path)
+    ):
+        return None
+    local = parts.path[len(root.path) :].strip("/").split("/")
+    if len(local) in (3, 4) and local[:2] == ["v1", "files"]:
+        stored = files.get(local[2])
+        if stored is None:
+            raise ValueError(f"file {local[2]} does not exist (or was deleted)")
+        return stored.content
+    if len(local) == 3 and local[0] == "delivery":
+        found = outputs.get(local[1], local[2])
+        if found is None:
+            raise ValueError(f"output file {uri} is no longer available")
+        return found[1]
+    return None
+
+
 async def fetch_input(prediction: Prediction, uri: str) -> bytes:
-    """The bytes behind a file input: a data: URI, a sandbox file or output URL, or any URL."""
+    """The bytes behind a file input: a data: URI, or a file or output URL of this sandbox.
+
+    Nothing is fetched over the network: the sandbox's own URLs resolve from memory (which
+    also works for files the client uploaded), and any other URL is refused, so a
+    prediction's input cannot make the sandbox request internal services (SSRF).
+    """
     if uri.startswith("data:"):
-        match = _DATA_URI.match(uri)
-        if not match:
-            raise ValueError("malformed data URI")
-        payload = uri[match.end() :]
-        return base64.b64decode(payload) if match["b64"] else unquote_to_bytes(payload)
-    if uri.startswith(prediction.base_url):
-        # Our own URLs resolve from memory, which also works for files the client uploaded.
-        local = uri[len(prediction.base_url) :].split("?", 1)[0].strip("/").split("/")
-        if len(local) in (3, 4) and local[:2] == ["v1", "files"]:
-            stored = files.get(local[2])
-            if stored is None:
-                raise ValueError(f"file {local[2]} does not exist (or was deleted)")
-            return stored.content
-        if len(local) == 3 and local[0] == "delivery":
-            found = outputs.get(local[1], local[2])
-            if found is None:
-                raise ValueError(f"output file {uri} is no longer available")
-            return found[1]
-    if urlsplit(uri).scheme not in ("http", "https"):
-        raise ValueError(f"cannot fetch {uri!r}")
-    async with httpx.AsyncClient(timeout=10.0, follow_redirects=True) as client:
-        response = await client.get(uri)
-        response.raise_for_status()
-        if len(response.content) > MAX_FETCH_BYTES:
-            raise ValueError(f"{uri} is larger than {MAX_FETCH_BYTES} bytes")
-        return response.content
+        return _decode_data_uri(uri)
+    content = _local_content(prediction, uri)
+    if content is None:
+        raise ValueError(
+            f"cannot fetch {uri[:200]!r}: only data: URIs and this sandbox's own file and "
+            "output URLs are accepted"
+        )
+    return content

@@ -312,6 +312,13 @@ class StoredFile:
         )
     )
     created_at: datetime = field(default_factory=now)
+    sha256: str = field(init=False)
+    md5: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Once, at upload: as_json runs on every list and get, on the event loop.
+        self.sha256 = hashlib.sha256(self.content).hexdigest()
+        self.md5 = hashlib.md5(self.content, usedforsecurity=False).hexdigest()
 
     def as_json(self, base_url: str) -> dict:
         return {
@@ -319,11 +326,8 @@ class StoredFile:
             "name": self.name,
             "content_type": self.content_type,
             "size": len(self.content),
-            "etag": hashlib.md5(self.content, usedforsecurity=False).hexdigest(),
-            "checksums": {
-                "sha256": hashlib.sha256(self.content).hexdigest(),
-                "md5": hashlib.md5(self.content, usedforsecurity=False).hexdigest(),
-            },
+            "etag": self.md5,
+            "checksums": {"sha256": self.sha256, "md5": self.md5},
             "metadata": self.metadata,
             "created_at": isoformat(self.created_at),
             "expires_at": isoformat(self.created_at + timedelta(days=1)),

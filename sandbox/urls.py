@@ -21,12 +21,13 @@ urlpatterns = [
     ),
     path(
         "v1/models/<str:owner>/<str:name>/predictions",
-        views.model_predictions,
+        views.latest_version_predictions,
         name="model_predictions",
     ),
     path(
         "v1/deployments/<str:owner>/<str:name>/predictions",
-        views.deployment_predictions,
+        views.latest_version_predictions,
+        {"deployment": True},
         name="deployment_predictions",
     ),
     path("v1/files", views.files, name="files"),

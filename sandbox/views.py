@@ -313,30 +313,20 @@ async def predictions(request: HttpRequest, caller: Caller) -> HttpResponse:
 
 
 @api("POST", creates=True)
-async def model_predictions(
-    request: HttpRequest, caller: Caller, owner: str, name: str
+async def latest_version_predictions(
+    request: HttpRequest, caller: Caller, owner: str, name: str, deployment: bool = False
 ) -> HttpResponse:
+    """/v1/models/<owner>/<name>/predictions, and the same for deployments (urls.py sets
+    `deployment`): a deployment named like a demo model runs that model's latest version."""
     model = find_model(owner, name)
     if model is None:
         return not_found_problem()
     body = _json_body(request)
     if isinstance(body, JsonResponse):
         return body
-    return await _create(request, caller, body, model, model.latest_version)
-
-
-@api("POST", creates=True)
-async def deployment_predictions(
-    request: HttpRequest, caller: Caller, owner: str, name: str
-) -> HttpResponse:
-    # A deployment named like a demo model runs that model's latest version.
-    model = find_model(owner, name)
-    if model is None:
-        return not_found_problem()
-    body = _json_body(request)
-    if isinstance(body, JsonResponse):
-        return body
-    return await _create(request, caller, body, model, model.latest_version, f"{owner}/{name}")
+    return await _create(
+        request, caller, body, model, model.latest_version, model.ref if deployment else None
+    )
 
 
 @api("GET")
@@ -444,7 +434,10 @@ async def files(request: HttpRequest, caller: Caller) -> HttpResponse:
     if request.method == "GET":
         results = [stored.as_json(root) for stored in store.files.newest_first()]
         return JsonResponse({"next": None, "previous": None, "results": results})
-    upload = request.FILES.get("content")
+    # Parsing the multipart body (large parts spill to temporary files), reading the upload
+    # and hashing it all block: do them off the event loop every request shares.
+    uploads = await asyncio.to_thread(lambda: request.FILES)
+    upload = uploads.get("content")
     if upload is None:
         return problem(400, "Bad request", "Send the file as the multipart field 'content'")
     if upload.size > store.MAX_FILE_SIZE:
@@ -455,10 +448,12 @@ async def files(request: HttpRequest, caller: Caller) -> HttpResponse:
         metadata = None
     if not isinstance(metadata, dict):
         return problem(400, "Bad request", "metadata must be a JSON object")
-    stored = store.StoredFile(
+    content = await asyncio.to_thread(upload.read)
+    stored = await asyncio.to_thread(  # hashes the content
+        store.StoredFile,
         name=request.POST.get("filename") or upload.name or "file",
         content_type=request.POST.get("type") or upload.content_type or "application/octet-stream",
-        content=upload.read(),
+        content=content,
         metadata=metadata,
     )
     store.files.add(stored)

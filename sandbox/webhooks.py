@@ -40,10 +40,12 @@ _client_loop: asyncio.AbstractEventLoop | None = None
 
 
 def signing_secret() -> str:
-    """REPLICATE_WEBHOOK_SECRET when set; otherwise a stable one derived from SECRET_KEY."""
-    configured = getattr(settings, "REPLICATE_WEBHOOK_SECRET", "")
-    if configured:
-        return configured
+    """The sandbox's own secret, stable for a given SECRET_KEY.
+
+    Never the console's REPLICATE_WEBHOOK_SECRET: any sandbox token may read this secret
+    from /v1/webhooks/default/secret, and with the real one could forge Replicate webhooks.
+    The console fetches this one from that endpoint when REPLICATE_WEBHOOK_SECRET is empty.
+    """
     digest = hmac.new(
         settings.SECRET_KEY.encode(), b"sandbox webhook signing secret", hashlib.sha256
     ).digest()

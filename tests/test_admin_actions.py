@@ -4,10 +4,12 @@ import socket
 
 import pytest
 from cryptography.fernet import Fernet
+from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
-from predictions.models import ApiToken, CatalogModel
+from predictions.models import ApiToken, CatalogModel, Prediction
 from sandbox.demo_models import IMAGE, TEXT
 
 TOKENS = reverse("admin:predictions_apitoken_changelist")
@@ -129,6 +131,71 @@ def test_the_change_page_button_saves_then_verifies(
     assert response["Location"] == change
     assert sandbox_default.label == "Sandbox renamed"
     assert sandbox_default.account_name == "sandbox"
+
+
+def change_token(admin_client: Client, api_token: ApiToken, **changes: str) -> object:
+    form = {
+        "label": api_token.label,
+        "token": "",
+        "base_url": api_token.base_url,
+        "enabled": "on",
+        **changes,
+    }
+    change = reverse("admin:predictions_apitoken_change", args=[api_token.pk])
+    return admin_client.post(change, form)
+
+
+def test_moving_a_token_to_another_host_needs_the_token_again(
+    admin_client: Client, db: None, sandbox_url: str
+) -> None:
+    token = make_token(sandbox_url, "r8_stored_secret_token", account_name="sandbox")
+    token.verified_at = timezone.now()
+    token.save()
+    elsewhere = closed_port_url()
+
+    response = change_token(admin_client, token, base_url=elsewhere, _verify="Save and verify")
+
+    token.refresh_from_db()
+    assert response.status_code == 200  # the form again, nothing saved or sent
+    assert "Enter the token again: the API base URL changed" in response.content.decode()
+    assert (token.base_url, token.account_name) == (sandbox_url, "sandbox")
+
+
+def test_a_token_moved_with_the_token_re_entered_is_no_longer_verified(
+    admin_client: Client, db: None, sandbox_url: str
+) -> None:
+    token = make_token(closed_port_url(), "r8_old_token_for_old_host", account_name="old")
+    token.verified_at = timezone.now()
+    token.save()
+
+    response = change_token(admin_client, token, base_url=sandbox_url, token="r8_new_host_token")
+
+    token.refresh_from_db()
+    assert response.status_code == 302
+    assert token.base_url == sandbox_url
+    assert token.get_token() == "r8_new_host_token"
+    assert (token.account_name, token.verified_at) == ("", None)
+
+
+# Prediction history -------------------------------------------------------------------
+
+LARGE_FIELDS = {"logs", "text_output", "output"}
+
+
+def test_only_the_prediction_list_defers_the_large_fields(admin_client: Client, db: None) -> None:
+    owner = User.objects.create_user("historian")
+    prediction = Prediction.objects.create(
+        owner=owner, model_ref="sandbox/text", logs="log line", text_output="words", output=["w"]
+    )
+
+    listed = admin_client.get(reverse("admin:predictions_prediction_changelist"))
+    shown = admin_client.get(reverse("admin:predictions_prediction_change", args=[prediction.pk]))
+
+    (row,) = listed.context["cl"].result_list
+    assert row.get_deferred_fields() == LARGE_FIELDS
+    # The change page shows all three: deferred, each would cost a query of its own.
+    assert shown.context["original"].get_deferred_fields() == set()
+    assert "log line" in shown.content.decode()
 
 
 # Refresh schema -----------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_playwright
 
 from tests.conftest import need_service
 from tests.sandbox_server import ROOT, TEST_TOKEN, server_env
@@ -368,6 +368,130 @@ def test_run_again_starts_a_new_prediction_over_the_websocket(page: Page) -> Non
     page.wait_for_url(lambda url: url != first and "/predictions/" in url)
     assert final_text(page) == expected_text("Quick one", 7, 10)
     expect(page.locator("#status .badge")).to_have_text("Succeeded")
+
+
+# ---------------------------------------------------------------------------- mocked sockets
+# The page's websockets answered by the test (Playwright's route_web_socket), for what a
+# real run does not produce on demand: logs cut at awkward places, remote output URLs, a
+# connection that drops.
+
+
+def add_prediction(console: Console, status: str) -> str:
+    """A prediction of the member's that nothing runs (the reconciler waits out a lease)."""
+    env = server_env(console.var_dir, TEST_TOKEN, {"PREDICTION_EXECUTOR": "inline"})
+    code = (
+        "from django.contrib.auth.models import User; "
+        "from predictions.models import CatalogModel, Prediction; "
+        "m = CatalogModel.objects.get(owner='sandbox', name='text'); "
+        "p = Prediction.objects.create(owner=User.objects.get(username='member'), model=m, "
+        f"model_ref=m.ref, status='{status}', input={{'prompt': 'mocked'}}); print(p.pk)"
+    )
+    return manage(env, "shell", "-c", code).split()[-1]  # after the shell's own notes
+
+
+def mocked_prediction_socket(page: Page, prediction_id: str, logs: str) -> list[WebSocketRoute]:
+    """Answer the live page's socket with a snapshot (seq 1); the test sends the rest."""
+    snapshot = {
+        "id": prediction_id,
+        "status": "processing",
+        "canceling": False,
+        "input": {"prompt": "mocked"},
+        "output": None,
+        "text_output": "",
+        "logs": logs,
+        "metrics": {},
+        "created_at": "2025-01-01T00:00:00+00:00",
+        "started_at": "2025-01-01T00:00:01+00:00",
+        "completed_at": None,
+        "files": [],
+        "progress": None,
+    }
+    sockets: list[WebSocketRoute] = []
+
+    def answer(ws: WebSocketRoute) -> None:
+        sockets.append(ws)
+        ws.send(json.dumps({"type": "snapshot", "seq": 1, "prediction": snapshot}))
+
+    page.route_web_socket(re.compile(rf"/ws/predictions/{prediction_id}/$"), answer)
+    return sockets
+
+
+def test_live_logs_append_and_read_as_a_terminal_would(console: Console, page: Page) -> None:
+    from predictions.templatetags.console import visible_logs
+
+    prediction_id = add_prediction(console, "processing")
+    sockets = mocked_prediction_socket(page, prediction_id, "start\n")
+    page.goto(f"/predictions/{prediction_id}/")
+    page.wait_for_function("document.querySelector('#logs').textContent === 'start\\n'")
+    (ws,) = sockets
+
+    logs = "start\n"
+    # A CRLF cut in two, tqdm redrawing its line, plain lines (appended, not redrawn).
+    chunks = ["a\r", "\nb", "\n 10%|#| 1/10\r 20%|##| 2/10", "\nplain line\n", "more\n"]
+    for seq, chunk in enumerate(chunks, start=2):
+        if chunk == "\nplain line\n":
+            page.evaluate("window.firstLogNode = document.querySelector('#logs').firstChild")
+        ws.send(json.dumps({"type": "logs", "seq": seq, "text": chunk}))
+        logs += chunk
+        page.wait_for_function(
+            "shown => document.querySelector('#logs').textContent === shown",
+            arg=visible_logs(logs),
+        )
+    assert page.evaluate("document.querySelector('#logs').firstChild === window.firstLogNode")
+    assert page.evaluate("document.querySelector('#logs').childNodes.length") == 3
+
+
+def test_live_output_shows_only_our_own_copies(console: Console, page: Page) -> None:
+    prediction_id = add_prediction(console, "processing")
+    sockets = mocked_prediction_socket(page, prediction_id, "")
+    remote: list[str] = []
+    page.on("request", lambda r: remote.append(r.url) if "remote.invalid" in r.url else None)
+    page.goto(f"/predictions/{prediction_id}/")
+    page.wait_for_function("document.querySelector('#status .badge').dataset.status")
+    (ws,) = sockets
+
+    url = "https://remote.invalid/out-0.mp3"
+    ws.send(json.dumps({"type": "output", "seq": 2, "output": [url]}))
+    pending = page.locator("#gallery figure.pending")
+    expect(pending).to_contain_text("saving a copy…")
+    expect(page.locator("#gallery :is(img, audio, video)")).to_have_count(0)
+
+    # The server says which types play inline: audio/x-m4a is not one, so a download.
+    own = f"/predictions/{prediction_id}/files/0/"
+    archived = {
+        "position": 0,
+        "url": own,
+        "content_type": "audio/x-m4a",
+        "size": 9,
+        "name": "a.m4a",
+    }
+    ws.send(json.dumps({"type": "files", "seq": 3, "files": [archived]}))
+    expect(pending).to_have_count(0)
+    expect(page.locator("#gallery .file-chip")).to_have_text("a.m4a")
+    expect(page.get_by_role("link", name="Download")).to_have_attribute("href", own + "?download=1")
+    expect(page.locator("#gallery :is(img, audio, video)")).to_have_count(0)
+    assert remote == []
+
+
+def test_run_again_sends_once_even_if_the_connection_drops(console: Console, page: Page) -> None:
+    prediction_id = add_prediction(console, "succeeded")
+    submits: list[dict[str, Any]] = []
+
+    def drop_after_submit(ws: WebSocketRoute) -> None:
+        def received(message: str | bytes) -> None:
+            submits.append(json.loads(message))
+            ws.close()  # before answering: did the run start? The page cannot know.
+
+        ws.on_message(received)
+
+    page.route_web_socket(re.compile(r"/ws/predictions/$"), drop_after_submit)
+    page.goto(f"/predictions/{prediction_id}/")
+
+    page.get_by_role("button", name="Run again").click()
+
+    expect(page.locator("#action-error")).to_contain_text("connection dropped")
+    expect(page.get_by_role("button", name="Run again")).to_be_enabled()
+    assert [m["type"] for m in submits] == ["submit"]
 
 
 def test_it_fits_a_phone_in_dark_mode(browser: Browser, console: Console) -> None:

@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.core.files.base import ContentFile
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from predictions import views
 from predictions.models import CatalogModel, OutputFile, Prediction
 
 
@@ -138,13 +139,42 @@ def test_filters_by_model_status_dates_and_input_text(
     assert "No predictions match" in get(client, "?q=nothing-like-this")
 
 
+def model_options(page: str) -> list[str]:
+    select = page.split('<select id="f-model"')[1].split("</select>")[0]
+    return re.findall(r'<option value="([^"]+)"', select)
+
+
+def test_the_model_filter_lists_only_models_a_member_may_run(
+    client: Client, alice: User, staff: User, text_model: CatalogModel
+) -> None:
+    CatalogModel.objects.create(owner="acme", name="retired", enabled=False)
+    secret = CatalogModel.objects.create(owner="acme", name="secret")
+    secret.allowed_groups.add(Group.objects.create(name="research"))
+
+    client.force_login(alice)
+    assert model_options(get(client)) == ["sandbox/text"]
+
+    client.force_login(staff)
+    assert model_options(get(client)) == ["acme/retired", "acme/secret", "sandbox/text"]
+
+
+def test_the_default_page_size_is_the_views_constant(
+    client: Client, alice: User, text_model: CatalogModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(views, "DEFAULT_PAGE_SIZE", 10)
+    add_predictions(alice, text_model, 12)
+    client.force_login(alice)
+
+    assert len(row_ids(get(client, "?per_page=7"))) == 10
+
+
 def test_bad_filter_values_are_ignored_not_errors(
     client: Client, alice: User, text_model: CatalogModel
 ) -> None:
     add_predictions(alice, text_model, 2)
     client.force_login(alice)
 
-    page = get(client, "?status=bogus&since=yesterday&per_page=7&before=nope&owner=x")
+    page = get(client, "?status=bogus&since=yesterday&per_page=²&before=nope&owner=x")
 
     assert len(row_ids(page)) == 2
 

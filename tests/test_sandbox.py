@@ -185,6 +185,7 @@ async def test_prefer_wait_answers_with_the_complete_prediction(
     assert body["status"] == "succeeded"
     assert len(body["output"]) == TEXT["max_tokens"]
     assert set(body) >= {"id", "model", "version", "urls", "logs", "metrics", "data_removed"}
+    assert "deployment" not in body
 
 
 async def test_cancel_stops_a_running_prediction(replicate_client: replicate.Client):
@@ -254,10 +255,11 @@ async def test_image_uses_an_uploaded_file_or_data_uri_as_init_image(
         assert "Loaded init image" in prediction.logs
 
 
-async def test_an_unreachable_init_image_fails_the_prediction(
+async def test_an_init_image_elsewhere_is_refused_and_fails_the_prediction(
     replicate_client: replicate.Client,
 ):
-    with pytest.raises(ModelError):
+    # Fetching any URL would let a prediction's input reach internal services (SSRF).
+    with pytest.raises(ModelError, match="only data: URIs and this sandbox's own"):
         await replicate_client.async_run(
             "sandbox/image", input={"prompt": "p", "image": "http://127.0.0.1:9/missing.png"}
         )
@@ -316,6 +318,24 @@ async def test_deployment_predictions_run_the_model_of_that_name(
 
     assert prediction.model == "sandbox/text"
     assert len(prediction.output) == TEXT["max_tokens"]
+
+
+async def test_a_deployment_prediction_names_its_deployment(sandbox_url: str, sandbox_token: str):
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            f"{sandbox_url}/v1/deployments/sandbox/text/predictions",
+            json={"input": TEXT},
+            headers={"Authorization": f"Bearer {sandbox_token}"},
+        )
+        unknown = await http.post(
+            f"{sandbox_url}/v1/deployments/sandbox/nope/predictions",
+            json={"input": TEXT},
+            headers={"Authorization": f"Bearer {sandbox_token}"},
+        )
+
+    assert response.status_code == 201
+    assert response.json()["deployment"] == "sandbox/text"
+    assert unknown.status_code == 404
 
 
 async def test_a_version_reference_may_name_the_model(replicate_client: replicate.Client):

@@ -1,12 +1,15 @@
 """The sandbox's pieces on their own: validation, demo model helpers, store, faults, limits."""
 
+import base64
+import hashlib
+
 import pytest
 from replicate.prediction import Prediction as ClientPrediction
 
-from sandbox import ratelimit
+from sandbox import ratelimit, runner
 from sandbox.demo_models import IMAGE, TEXT, text_tokens, tqdm_line
 from sandbox.faults import Faults, FaultSpecError, parse
-from sandbox.store import Prediction, PredictionStore
+from sandbox.store import Prediction, PredictionStore, StoredFile, files, outputs
 from sandbox.validation import validate_input, with_defaults
 
 IMAGE_SCHEMA = IMAGE.latest_version.openapi_schema
@@ -143,3 +146,74 @@ def test_the_rate_limit_allows_a_burst_then_asks_to_retry_later():
 
 def test_a_zero_rate_limit_means_unlimited():
     assert all(ratelimit.take("unit-test-unlimited", "create", 0).allowed for _ in range(1000))
+
+
+ROOT = "http://127.0.0.1:8000/sandbox/"
+
+
+@pytest.fixture
+def image_prediction() -> Prediction:
+    return Prediction(model=IMAGE, version=IMAGE.latest_version, input={}, base_url=ROOT)
+
+
+async def test_init_images_come_from_data_uris_and_the_sandbox_s_own_urls(
+    image_prediction: Prediction,
+):
+    uploaded = StoredFile(name="a.png", content_type="image/png", content=b"upload", metadata={})
+    files.add(uploaded)
+    outputs.put("p-units", "out-0.png", "image/png", b"output")
+    data_uri = "data:image/png;base64," + base64.b64encode(b"inline").decode()
+
+    fetched = [
+        await runner.fetch_input(image_prediction, uri)
+        for uri in (
+            data_uri,
+            f"{ROOT}v1/files/{uploaded.id}",
+            f"{ROOT}v1/files/{uploaded.id}/download",
+            f"{ROOT}delivery/p-units/out-0.png",
+        )
+    ]
+
+    assert fetched == [b"inline", b"upload", b"upload", b"output"]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:9/missing.png",
+        "http://127.0.0.1:8001/sandbox/delivery/p-units/out-0.png",  # another port
+        "http://localhost:8000/sandbox/delivery/p-units/out-0.png",  # another host
+        "http://127.0.0.1:8000/elsewhere/delivery/p-units/out-0.png",  # not under the root
+        f"{ROOT}v1/predictions",
+        "file:///etc/passwd",
+    ],
+)
+async def test_any_other_url_is_refused_without_fetching_it(image_prediction: Prediction, uri: str):
+    outputs.put("p-units", "out-0.png", "image/png", b"output")
+
+    with pytest.raises(ValueError, match="cannot fetch"):
+        await runner.fetch_input(image_prediction, uri)
+
+
+async def test_an_oversized_data_uri_is_refused_before_decoding(
+    image_prediction: Prediction, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(runner, "MAX_INPUT_BYTES", 6)
+    uri = "data:text/plain;base64," + base64.b64encode(b"x" * 9).decode()
+
+    with pytest.raises(ValueError, match="larger than 6 bytes"):
+        await runner.fetch_input(image_prediction, uri)
+
+
+def test_a_stored_file_s_checksums_are_computed_once_at_upload():
+    stored = StoredFile(name="a.txt", content_type="text/plain", content=b"abc", metadata={})
+    stored.content = b"changed"  # as_json reports what was uploaded, without hashing again
+
+    described = stored.as_json(ROOT)
+
+    assert described["checksums"] == {
+        "sha256": hashlib.sha256(b"abc").hexdigest(),
+        "md5": hashlib.md5(b"abc").hexdigest(),
+    }
+    assert described["etag"] == described["checksums"]["md5"]

@@ -275,6 +275,68 @@ def test_all_errors_are_reported_at_once() -> None:
     assert set(caught.value.errors) == {"prompt", "num_outputs", "guidance"}
 
 
+# Bad input that once crashed the view (500) instead of naming the field.
+SPECIMENS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "steps": {"type": "integer"},
+        "scale": {"type": "number", "minimum": 0},
+        "extra": {"type": "object"},
+        "sizes": {"type": "array", "items": {"type": "number"}},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "message"),
+    [
+        ({"steps": "9" * 5000}, "steps", "whole number"),
+        ({"steps": "9" * 5000 + ".0"}, "steps", "whole number"),
+        ({"steps": float("inf")}, "steps", "whole number"),
+        ({"scale": "9" * 5000}, "scale", "Enter a number"),
+        ({"scale": "1" * 400 + ".5"}, "scale", "finite"),
+        ({"scale": "inf"}, "scale", "finite"),
+        ({"scale": "-Infinity"}, "scale", "finite"),
+        ({"scale": float("nan")}, "scale", "finite"),
+        ({"sizes": "1\nnan"}, "sizes", "Item 2: Enter a finite number."),
+        ({"extra": '{"a": NaN}'}, "extra", "NaN is not a JSON number"),
+        ({"extra": '{"a": [-Infinity]}'}, "extra", "Infinity is not a JSON number"),
+        ({"extra": '{"a": 1e400}'}, "extra", "finite"),
+        ({"extra": {"a": [float("nan")]}}, "extra", "finite"),  # websocket JSON
+        ({"extra": "[" * 100_000}, "extra", "nested less deeply"),
+    ],
+)
+def test_overflowing_and_non_finite_numbers_are_field_errors(
+    data: dict[str, Any], field: str, message: str
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        clean_input(model_for(SPECIMENS), data)
+
+    assert message in " ".join(caught.value.errors[field])
+
+
+def test_long_whole_numbers_with_a_zero_fraction_stay_exact() -> None:
+    cleaned = clean_input(model_for(SPECIMENS), {"steps": "1" * 400 + ".0", "scale": "3.0"})
+
+    assert cleaned == {"steps": int("1" * 400), "scale": 3.0}
+
+
+@pytest.mark.parametrize("pattern", ["(unclosed", "a{99999999999}", 42])
+def test_a_pattern_python_cannot_compile_is_ignored(pattern: Any) -> None:
+    schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": pattern}}}
+
+    assert fields_for(schema)[0].pattern is None
+    assert clean_input(model_for(schema), {"code": "anything"}) == {"code": "anything"}
+
+
+def test_a_valid_pattern_is_still_checked() -> None:
+    schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": "^[a-z]+$"}}}
+
+    with pytest.raises(InvalidInput):
+        clean_input(model_for(schema), {"code": "ABC"})
+    assert clean_input(model_for(schema), {"code": "abc"}) == {"code": "abc"}
+
+
 def test_hidden_inputs_take_the_admin_value_and_ignore_the_users() -> None:
     model = model_for(
         flux_resolved(), hidden_inputs=["go_fast", "seed"], default_input={"go_fast": False}

@@ -185,21 +185,24 @@ async def test_cancel_stops_a_running_prediction(creds: Credentials) -> None:
     assert (await upstream.get_prediction(creds, created["id"]))["status"] == "canceled"
 
 
+# "Event loop is closed" is also what a client used from a dead loop raises: a model's
+# error with that text must still come out as an error event, not a RuntimeError.
+@pytest.mark.parametrize("message", ["out of cheese", "Event loop is closed"])
 async def test_a_failing_model_streams_one_error_event_with_its_message(
-    creds: Credentials,
+    creds: Credentials, message: str
 ) -> None:
     created = await upstream.create_prediction(
         creds,
         model_ref="sandbox/fail",
         version="",
-        input={"message": "out of cheese", "steps": 2, "step_delay_ms": 0},
+        input={"message": message, "steps": 2, "step_delay_ms": 0},
     )
 
     events = [event async for event in upstream.stream_events(creds, created)]
 
     assert [e.data for e in events if e.event == "output"] == ["partial 1 ", "partial 2 "]
-    assert events[-1] == upstream.StreamEvent("error", "out of cheese", "")
-    assert (await finished(creds, created["id"]))["error"] == "out of cheese"
+    assert events[-1] == upstream.StreamEvent("error", message, "")
+    assert (await finished(creds, created["id"]))["error"] == message
 
 
 async def test_a_stream_cut_before_done_is_a_network_error(creds: Credentials) -> None:
@@ -554,18 +557,85 @@ async def test_data_uris_decode_locally_within_the_size_limit(creds: Credentials
         await upstream.download_file(creds, uri, max_bytes=4)
 
 
-async def test_the_token_goes_only_to_the_api_host(creds: Credentials, tiny: TinyServer) -> None:
-    tiny.reply("/out.txt", 200, b"elsewhere", {"Content-Type": "text/plain"})
+async def test_the_token_goes_only_to_the_api_file_urls(tiny: TinyServer) -> None:
+    api = Credentials("r8_own_host", f"{tiny.url}/api")
+    tiny.reply("/api/v1/files/abc/download", 200, b"uploaded", {"Content-Type": "text/plain"})
+    tiny.reply("/api/delivery/p1/out.txt", 200, b"output", {"Content-Type": "text/plain"})
 
-    foreign = await upstream.download_file(creds, f"{tiny.url}/out.txt", max_bytes=100)
-    own = await upstream.download_file(
-        Credentials("r8_own_host", tiny.url), f"{tiny.url}/out.txt", max_bytes=100
+    uploaded = await upstream.download_file(
+        api, f"{tiny.url}/api/v1/files/abc/download", max_bytes=100
+    )
+    output = await upstream.download_file(api, f"{tiny.url}/api/delivery/p1/out.txt", max_bytes=100)
+
+    assert (uploaded, output) == ((b"uploaded", "text/plain"), (b"output", "text/plain"))
+    (_, file_headers), (_, delivery_headers) = tiny.seen
+    assert file_headers["Authorization"] == "Bearer r8_own_host"
+    assert "Authorization" not in delivery_headers
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "{api}/v1/predictions",  # the API itself, not a file
+        "{api}/v1/files/..%2f..%2fv1%2fpredictions",
+        "{api}/out.txt",
+        "{tiny}/v1/files/abc",  # the API's host, outside its base URL
+        "{other}/api/v1/files/abc",  # another host, same path
+        "http://replicate.delivery/abc/out.png",  # not https
+        "https://replicate.delivery.example.com/out.png",
+        "https://evilreplicate.delivery/out.png",
+        "file:///etc/passwd",
+        "ftp://replicate.delivery/out.png",
+    ],
+)
+async def test_output_urls_elsewhere_are_refused_without_a_request(
+    tiny: TinyServer, url: str
+) -> None:
+    api = Credentials("r8_own_host", f"{tiny.url}/api")
+    other = tiny.url.replace("127.0.0.1", "localhost")
+    tiny.reply("/api/v1/predictions", 200, {"results": []})
+
+    with pytest.raises(UpstreamError, match="Not fetching output file") as error:
+        await upstream.download_file(
+            api, url.format(api=api.base_url, tiny=tiny.url, other=other), max_bytes=100
+        )
+
+    assert error.value.kind == "bad_response"
+    assert tiny.seen == []
+
+
+async def test_the_sandbox_api_is_not_an_output_file(creds: Credentials) -> None:
+    with pytest.raises(UpstreamError, match="Not fetching output file"):
+        await upstream.download_file(creds, f"{creds.base_url}/v1/predictions", max_bytes=100)
+
+
+def test_replicate_delivery_and_its_subdomains_are_output_hosts(creds: Credentials) -> None:
+    for url in ("https://replicate.delivery/a/out.png", "https://pbxt.replicate.delivery/b.png"):
+        target, with_token = upstream._output_url(creds, url)
+
+        assert (str(target), with_token) == (url, False)
+
+
+async def test_each_redirect_is_checked_again(tiny: TinyServer) -> None:
+    api = Credentials("r8_own_host", f"{tiny.url}/api")
+    other = tiny.url.replace("127.0.0.1", "localhost")
+    tiny.reply("/api/delivery/p1/away.png", 302, b"", {"Location": f"{other}/internal"})
+    tiny.reply("/api/delivery/p1/moved.png", 302, b"", {"Location": "/api/delivery/p1/here.png"})
+    tiny.reply("/api/delivery/p1/here.png", 200, b"png", {"Content-Type": "image/png"})
+
+    with pytest.raises(UpstreamError, match="Not fetching output file"):
+        await upstream.download_file(api, f"{tiny.url}/api/delivery/p1/away.png", max_bytes=100)
+    moved = await upstream.download_file(
+        api, f"{tiny.url}/api/delivery/p1/moved.png", max_bytes=100
     )
 
-    assert foreign == own == (b"elsewhere", "text/plain")
-    first, second = (headers for _, headers in tiny.seen)
-    assert "Authorization" not in first
-    assert second["Authorization"] == "Bearer r8_own_host"
+    assert moved == (b"png", "image/png")
+    assert [path for path, _ in tiny.seen] == [
+        "/api/delivery/p1/away.png",
+        "/api/delivery/p1/moved.png",
+        "/api/delivery/p1/here.png",
+    ]
+    assert not any("Authorization" in headers for _, headers in tiny.seen)
 
 
 async def test_an_uploaded_file_can_be_a_prediction_input(creds: Credentials) -> None:

@@ -457,6 +457,33 @@ def test_a_big_upload_goes_through_the_files_api_after_validation(
     assert httpx.get(f"{url}/download", headers=auth, timeout=10).content == PNG
 
 
+def test_a_file_over_replicates_limit_is_refused_before_it_is_read(
+    client: Client,
+    alice: User,
+    flux: CatalogModel,
+    started: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(views, "UPLOAD_MAX_BYTES", len(PNG) - 1)
+
+    def unread(upload: Any) -> str:
+        raise AssertionError("a file over the limit was read")
+
+    monkeypatch.setattr(views, "data_uri", unread)
+    upload = ContentFile(PNG, name="fox.png")
+    upload.content_type = "image/png"
+
+    response = logged_in(client, alice).post(
+        "/models/black-forest-labs/flux-dev/", {"prompt": "x", "image": upload}
+    )
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "“fox.png” is 70 bytes; Replicate accepts files up to 100 MB." in page
+    assert 'id="field-image-error"' in page
+    assert started == []
+
+
 def test_a_checkbox_left_unticked_sends_false(
     client: Client, alice: User, flux: CatalogModel, started: list[dict[str, Any]]
 ) -> None:
@@ -495,6 +522,21 @@ def test_rerun_prefills_the_form_and_records_the_parent(
     detail = client.get(f"/predictions/{parent.pk}/").content.decode()
     assert f"/predictions/{child.pk}/" in detail
     assert f"/predictions/{parent.pk}/" in client.get(f"/predictions/{child.pk}/").content.decode()
+
+
+def test_a_parent_the_viewer_cannot_see_is_not_shown(
+    client: Client, alice: User, bob: User, staff: User, flux: CatalogModel
+) -> None:
+    secret = make_prediction(bob, flux, status="failed")
+    child = make_prediction(bob, flux, status="succeeded", parent=secret)
+    child.shared_with.add(alice)
+
+    page = logged_in(client, alice).get(f"/predictions/{child.pk}/").content.decode()
+
+    assert str(secret.pk) not in page and str(secret.pk)[:8] not in page
+    assert "Related runs" not in page
+    staff_page = logged_in(client, staff).get(f"/predictions/{child.pk}/").content.decode()
+    assert f"/predictions/{secret.pk}/" in staff_page
 
 
 def test_a_parent_the_user_cannot_see_is_refused(
@@ -604,6 +646,29 @@ def test_an_active_prediction_page_is_ready_for_live_updates(
     assert '<meta http-equiv="refresh" content="5">' in page  # no-JS fallback
 
 
+def test_the_output_fragment_is_the_output_alone(
+    client: Client, alice: User, flux: CatalogModel
+) -> None:
+    parent = make_prediction(alice, flux, status="succeeded")
+    prediction = make_prediction(
+        alice, flux, status="succeeded", parent=parent, output=["https://x.example/out-0.png"]
+    )
+    add_file(prediction, 0, PNG, "out-0.png", "image/png")
+    logged_in(client, alice)
+    url = f"/predictions/{prediction.pk}/"
+
+    with CaptureQueriesContext(connection) as page_queries:
+        client.get(url)
+    with CaptureQueriesContext(connection) as fragment_queries:
+        fragment = client.get(url + "?fragment=output").content.decode()
+
+    assert fragment.strip().startswith('<div id="output"')
+    assert f'<img src="{url}files/0/"' in fragment
+    # The prediction and its files; no parent, children, snippet or page furniture.
+    assert len(fragment_queries) < len(page_queries) - 1
+    assert not [q for q in fragment_queries.captured_queries if '"parent_id" =' in q["sql"]]
+
+
 def test_cancel_asks_for_cancellation_and_goes_back(
     client: Client, alice: User, llm: CatalogModel
 ) -> None:
@@ -677,6 +742,25 @@ def test_output_files_are_served_with_safe_types(
     download = client.get(base + "0/?download=1")
     assert download["Content-Disposition"].startswith("attachment")
     assert client.get(base + "9/").status_code == 404
+
+
+def test_audio_and_video_are_served_inline_for_the_players(
+    client: Client, alice: User, flux: CatalogModel
+) -> None:
+    prediction = make_prediction(alice, flux, status="succeeded")
+    add_file(prediction, 0, b"ID3", "out-0.mp3", "audio/mpeg")
+    add_file(prediction, 1, b"\x00\x00\x00\x18ftypmp42", "out-1.mp4", "Video/MP4; codecs=avc1")
+    logged_in(client, alice)
+    base = f"/predictions/{prediction.pk}/"
+
+    for position, content_type in ((0, "audio/mpeg"), (1, "video/mp4")):
+        response = client.get(f"{base}files/{position}/")
+        assert response["Content-Type"] == content_type
+        assert response["Content-Disposition"].startswith("inline")
+        assert response["X-Content-Type-Options"] == "nosniff"
+    page = client.get(base).content.decode()
+    assert f'<audio controls preload="metadata" src="{base}files/0/">' in page
+    assert f'<video controls preload="metadata" src="{base}files/1/">' in page
 
 
 def test_the_live_page_shows_images_inline_with_downloads(

@@ -12,9 +12,10 @@ from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
 
-# Our own archived copies are the only images model output may show: a remote image
-# would leak the viewer's address to whoever the model (or its prompt) pointed at.
-_OWN_FILE = re.compile(
+# Our archived copies of output files (the runner rewrites output URLs to these). They are
+# the only images model output may show: a remote image would leak the viewer's address
+# to whoever the model (or its prompt) pointed at. views.py uses it too.
+OWN_FILE_URL = re.compile(
     r"^/predictions/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/files/\d+/$"
 )
 _TAGS = {
@@ -28,7 +29,7 @@ _ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "title"}, "th": {"a
 
 def _attribute_filter(tag: str, attr: str, value: str) -> str | None:
     if tag == "img" and attr == "src":
-        return value if _OWN_FILE.match(value) else None
+        return value if OWN_FILE_URL.match(value) else None
     return value
 
 
@@ -88,17 +89,6 @@ def visible_logs(text: str) -> str:
     """Logs as a terminal shows them: a carriage return redraws its line (tqdm bars)."""
     lines = text.replace("\r\n", "\n").split("\n")
     return "\n".join(line.rsplit("\r", 1)[-1] if "\r" in line else line for line in lines)
-
-
-@register.filter
-def terminal(text: str | None) -> str:
-    return visible_logs(text or "")
-
-
-@register.filter
-def media_kind(content_type: str | None) -> str:
-    main = (content_type or "").split("/", 1)[0]
-    return main if main in {"image", "audio", "video"} else "file"
 
 
 @register.filter
