@@ -76,14 +76,26 @@ function appendText(delta) {
 }
 
 let logsFrame = 0;
-function drawLogs() {
-  // Many log events can land in one frame; redraw once per frame.
+let logsDrawn = null; // the raw logs #logs shows; null: redraw them whole
+
+function drawLogs({ replaced = false } = {}) {
+  if (replaced) logsDrawn = null;
+  // Many log events can land in one frame; draw once per frame.
   if (logsFrame) return;
   logsFrame = requestAnimationFrame(() => {
     logsFrame = 0;
     const pre = $("#logs");
     const following = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 24;
-    pre.textContent = visibleLogs(state.logs || "");
+    const logs = state.logs || "";
+    const added = logsDrawn === null ? null : logs.slice(logsDrawn.length);
+    // New lines are appended (rewriting long logs every frame is quadratic). A carriage
+    // return redraws a line (tqdm), and one just before a "\n" is a CRLF: redraw it all.
+    if (added !== null && !added.includes("\r") && !logsDrawn.endsWith("\r")) {
+      if (added) pre.append(added);
+    } else {
+      pre.textContent = visibleLogs(logs);
+    }
+    logsDrawn = logs;
     pre.classList.toggle("is-empty", !state.logs);
     if (following) pre.scrollTop = pre.scrollHeight;
     $("#logs-follow").hidden = !following || !state.logs || state.finished;
@@ -106,21 +118,18 @@ function setProgress(progress) {
   $("#progress-label").textContent = `${Math.round(percent)}%${counts}`;
 }
 
-const MEDIA_TYPES = /^(image\/(png|jpeg|gif|webp|avif)|audio\/|video\/)/;
+// The types the server serves inline (views.INLINE_TYPES); the rest are downloads.
+const INLINE_TYPES = new Set(config.inline_types);
 
 function mediaKind(contentType) {
-  return MEDIA_TYPES.test(contentType || "") ? contentType.split("/")[0] : "file";
+  const type = (contentType || "").split(";")[0].trim().toLowerCase();
+  return INLINE_TYPES.has(type) ? type.split("/")[0] : "file";
 }
 
-function guessKind(url) {
-  const path = url.split("?")[0].toLowerCase();
-  if (/\.(png|jpe?g|gif|webp|avif)$/.test(path)) return "image";
-  if (/\.(wav|mp3|ogg|flac|m4a|aac)$/.test(path)) return "audio";
-  if (/\.(mp4|webm|mov)$/.test(path)) return "video";
-  return "file";
-}
-
-function figure({ url, kind, name, size, downloadUrl, index }) {
+/** One of our archived files, or (no `url`) a placeholder while its copy is being saved:
+ * media only ever load from our own copies. */
+function figure({ url, kind, name, size, index }) {
+  if (!url) kind = "file";
   const fig = document.createElement("figure");
   fig.className = `media media-${kind}`;
   let media;
@@ -154,10 +163,10 @@ function figure({ url, kind, name, size, downloadUrl, index }) {
     sizeLabel.textContent = formatSize(size);
     caption.append(sizeLabel, " ");
   }
-  if (downloadUrl) {
+  if (url) {
     const link = document.createElement("a");
     link.className = "btn btn-small";
-    link.href = downloadUrl;
+    link.href = `${url}?download=1`;
     link.download = "";
     link.textContent = "Download";
     caption.append(link);
@@ -173,7 +182,7 @@ function figure({ url, kind, name, size, downloadUrl, index }) {
 
 let archivedCount = 0;
 
-/** Our archived copies: these replace whatever upstream URLs were shown before. */
+/** Our archived copies: these replace the placeholders shown while they were saved. */
 function drawFiles(files) {
   if (!files || !files.length) return;
   archivedCount = files.length;
@@ -185,7 +194,6 @@ function drawFiles(files) {
         kind: mediaKind(f.content_type),
         name: f.name || `output-${f.position}`,
         size: f.size,
-        downloadUrl: `${f.url}?download=1`,
         index,
       }),
     ),
@@ -203,7 +211,8 @@ function urlsIn(value, found = []) {
   return found;
 }
 
-/** A non-text output so far: files not archived yet are shown from upstream meanwhile. */
+/** A non-text output so far. Files not archived yet get a placeholder: showing them from
+ * upstream would load remote media in the viewer's browser. */
 function drawOutput(output) {
   if (output == null) return;
   if (typeof output === "string" || (Array.isArray(output) && output.every((o) => typeof o === "string"))) {
@@ -217,7 +226,7 @@ function drawOutput(output) {
   if (urls.length > archivedCount) {
     const gallery = $("#gallery");
     const extra = urls.slice(archivedCount).map((url, i) =>
-      figure({ url, kind: guessKind(url), name: url.split("?")[0].split("/").pop(), index: archivedCount + i }),
+      figure({ name: url.split("?")[0].split("/").pop(), index: archivedCount + i }),
     );
     gallery.querySelectorAll("figure.pending").forEach((f) => f.remove());
     extra.forEach((f) => f.classList.add("pending"));
@@ -311,7 +320,7 @@ function applySnapshot(prediction) {
   state.logs = prediction.logs || "";
   setStatus(prediction.status, prediction.canceling);
   setText(textOf(prediction));
-  drawLogs();
+  drawLogs({ replaced: true });
   if (prediction.progress != null) setProgress(prediction.progress);
   drawFiles(prediction.files);
   if (!textOf(prediction)) drawOutput(prediction.output);
@@ -465,8 +474,20 @@ function wireRunAgain() {
       button.textContent = "Run again";
     };
     const fallback = setTimeout(() => location.assign(config.rerun), 15000);
+    let sent = false;
     const feed = new LiveSocket(config.feed, {
-      onOpen: () => feed.send({ type: "submit", model: config.model, input: config.input }),
+      // Once only: the socket reconnects after a drop, and each submit starts a run.
+      onOpen: () => {
+        if (!sent) sent = feed.send({ type: "submit", model: config.model, input: config.input });
+      },
+      onState: (kind) => {
+        if (!sent || kind !== "reconnecting") return;
+        // Dropped before the answer: the run may have started, so do not send it again.
+        clearTimeout(fallback);
+        feed.close();
+        showActionError("The connection dropped before the console answered. See History before running it again.");
+        restore();
+      },
       onMessage: (message) => {
         if (message.type === "submitted") {
           clearTimeout(fallback);

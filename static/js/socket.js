@@ -1,7 +1,8 @@
 // A websocket to the console that reconnects with backoff. Messages are JSON both ways.
 //
 // The server sends a fresh snapshot on every (re)connection, so the page never has to
-// remember what it missed while disconnected: it redraws from the snapshot.
+// remember what it missed while disconnected: it redraws from the snapshot. `onOpen` runs
+// on every (re)connection too: a message that must go once is the caller's to guard.
 
 const MAX_DELAY_MS = 10000;
 // The server's "not yours / gone": reconnecting would not change its mind.
@@ -29,6 +30,7 @@ export class LiveSocket {
 
   connect() {
     clearTimeout(this.timer);
+    if (this.closed) return this; // closed from a callback while a reconnect was due
     this.onState(this.attempt ? "reconnecting" : "connecting");
     const ws = new WebSocket(this.url);
     this.ws = ws;
