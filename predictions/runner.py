@@ -86,8 +86,9 @@ _CONSOLE_STATUS = {
 def db(fn: Callable[P, T]) -> Callable[P, Awaitable[T]]:
     """`fn` (ORM code) as a coroutine run in a pool thread, its connection closed after.
 
-    Not asgiref's default, one thread shared by the whole process: hundreds of runners
-    and websockets would queue behind one another's queries there.
+    Not asgiref's default for ORM calls outside a request: one thread shared by the
+    whole process, where every runner's write would queue behind every websocket's
+    reads (perf notes A2).
     """
     return database_sync_to_async(fn, thread_sensitive=False)
 
@@ -373,6 +374,9 @@ class Run:
             async with asyncio.timeout_at(loop.time() + max(0.0, remaining)):
                 await asyncio.wait({driver, self._pump_task}, return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
+            # Stop following first: a create in flight lands and its id is stored.
+            driver.cancel()
+            await asyncio.gather(driver, return_exceptions=True)
             await self._cancel_upstream()
             model = self.p.model_ref
             limit = _human_duration(self.deadline_seconds)
@@ -432,8 +436,8 @@ class Run:
         assert self.creds is not None
         hook = webhook_url()
         for attempt in range(1, CREATE_ATTEMPTS + 1):
-            try:
-                return await upstream.create_prediction(
+            call = asyncio.ensure_future(
+                upstream.create_prediction(
                     self.creds,
                     model_ref=self.p.model_ref,
                     version=self.p.version,
@@ -442,8 +446,17 @@ class Run:
                     webhook=hook,
                     webhook_events_filter=["completed"] if hook else None,
                 )
+            )
+            try:
+                return await asyncio.shield(call)
+            except asyncio.CancelledError:
+                # Stopped mid-create (shutdown, deadline): it may exist upstream already.
+                # Let the answer land and store its id, so nobody ever creates a second.
+                with contextlib.suppress(Exception):
+                    await self._record_created(await call)
+                raise
             except UpstreamError as exc:
-                # A 429 or 5xx means nothing was created; a network error might have
+                # A 429 (or a 5xx) says nothing was created; a network error might have
                 # created one we would never see, so that one is not retried.
                 if exc.kind not in ("rate_limited", "server"):
                     raise

@@ -22,14 +22,24 @@ from tests.engine_helpers import MakeModel
 
 @pytest.fixture(scope="session", autouse=True)
 def _close_engine_connections(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
-    """Runners and the ORM's async methods use the database from asgiref's shared thread;
-    close those connections (and PostgreSQL's pool) so the test database can be dropped."""
+    """Runners and consumers use the database from pool threads, and pooled connections
+    outlive them; close what can be closed and end the rest, so the test database can be
+    dropped."""
     yield
     with django_db_blocker.unblock():
         SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
         for connection in connections.all(initialized_only=True):
             if hasattr(connection, "close_pool"):
                 connection.close_pool()
+        connection = connections["default"]
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            connection.close()
+            connection.close_pool()
 
 
 @pytest.fixture

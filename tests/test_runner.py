@@ -270,6 +270,32 @@ async def test_a_runner_stopped_midway_hands_back_and_the_next_resumes_without_a
     assert await creates_for(sandbox_url, sandbox_token, prompt) == 1
 
 
+async def test_a_runner_stopped_while_creating_still_records_what_it_created(
+    sandbox_model: MakeModel, member: User, sandbox_url: str, sandbox_token: str
+) -> None:
+    model = await sandbox_model("text", faults="latency=400")
+    prompt = f"mid-create {uuid.uuid4().hex}"
+    prediction = await Prediction.objects.acreate(
+        owner=member,
+        model=model,
+        model_ref=model.ref,
+        input={"prompt": prompt, "seed": 8, "max_tokens": 10, "token_delay_ms": 0},
+    )
+    first = asyncio.create_task(runner.run_prediction(prediction.pk))
+    await wait_for(lambda: Prediction.objects.filter(pk=prediction.pk, status="starting").aexists())
+
+    first.cancel()  # shutdown while the create request is in flight
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+    handed_back = await Prediction.objects.aget(pk=prediction.pk)
+    assert handed_back.upstream_id  # the create landed and its id was kept
+    assert await runner.run_prediction(prediction.pk) == "finished"
+    final = await Prediction.objects.aget(pk=prediction.pk)
+    assert final.text_output == expected_text(prompt, 8, 10)
+    assert await creates_for(sandbox_url, sandbox_token, prompt) == 1
+
+
 async def test_without_a_token_the_prediction_fails_saying_so(member: User) -> None:
     from predictions.models import CatalogModel
 
