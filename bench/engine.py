@@ -5,21 +5,20 @@ over the feed websocket (`/ws/predictions/`, as the page does), then watch it on
 `/ws/predictions/<id>/` until `done`. The same N streams are then taken straight from the
 sandbox with `replicate`'s `async_stream`. Reported, console vs direct: time to first token
 and to the end (p50, p99, and their ratio), streams whose assembled text is not exactly
-the final output, row writes per prediction (PostgreSQL's own counters), and the runner
+the final output, row writes per prediction, and the runner
 process's memory per prediction in flight.
 
-    .venv/bin/python bench/engine.py [--levels 1,50,200] [--tokens 200] [--delay-ms auto]
-        [--ramp 50] [--executors inline,celery,celery-fed]
+    .venv/bin/python bench/engine.py [--levels 1:20,50:20,200:200] [--tokens 200]
+        [--ramp 25] [--executors inline,celery]
 
-Streams start `--ramp` per second (so N=200 are all in flight together after 4 s, not
-fired in one instant: a burst of 400 requests would measure the sandbox's accept queue).
-
-Tokens come every 20 ms (50 per second, a fast language model), slowed at high N so the
-sandbox's total stays within what one sandbox process keeps on time on a small machine
-(TOKENS_PER_SECOND, measured by bench/sandbox_capacity.py): past that, both columns
-would measure an overloaded sandbox rather than the console. `celery` is the console's
-worker (threads pool, a waiting thread per prediction); `celery-fed` is the alternative
-(solo pool, tasks feed the event loop and return at once: bench/fed_worker.py).
+A level is N:MS, N streams with a token every MS milliseconds. 20 ms is a fast language
+model (50 tokens/s); N=200 runs at 200 ms so the machine is not saturated: on 2 CPUs one
+sandbox process keeps about 2,500 tokens/s on time (bench/sandbox_capacity.py) and the
+console, the bench's browsers, PostgreSQL and Redis share the same cores. Try
+`--levels 200:80` to see a saturated machine. Streams start `--ramp` per second, so a
+level measures N predictions in flight together, not a thundering herd of creates.
+`--executors celery-fed` adds the other worker design (solo pool, tasks feed the event
+loop and return at once: bench/fed_worker.py) for comparison with the threads pool.
 
 Everything runs on this machine: the sandbox (its own daphne), the console (daphne, plus
 a Celery worker for `celery`), PostgreSQL ($BENCH_DATABASE_URL, default the local server;
@@ -34,7 +33,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import shutil
 import socket
@@ -64,9 +62,8 @@ TOKEN = f"{TEST_TOKEN}:create_limit=0,read_limit=0"
 PG_DEFAULT = "postgres://postgres@127.0.0.1:5432/postgres"
 REDIS_DEFAULT = "redis://127.0.0.1:6379/13"
 SEED = 1234
-# Tokens per second (all streams together) one sandbox process serves on time on a 2-CPU
-# machine: bench/sandbox_capacity.py puts it at 50 streams x 50 tokens/s.
-TOKENS_PER_SECOND = 2500
+# Browsers in a run belong to this many people (round robin).
+USERS = 200
 
 
 # ---------------------------------------------------------------------------- websockets
@@ -317,8 +314,8 @@ def pct(values: list[float], share: float) -> float:
 class Result:
     executor: str
     n: int
+    delay: int
     console: list[Stream]
-    direct: list[Stream]
     writes: float
     kb_per_prediction: float | None
     notes: list[str] = field(default_factory=list)
@@ -357,9 +354,9 @@ def scratch_database() -> Iterator[str]:
         yield f"sqlite:///{os.environ['VAR_DIR']}/bench.sqlite3"
 
 
-def prepare(sandbox_url: str) -> str:
+def prepare(sandbox_url: str) -> list[str]:
     """In a child process (Django there, autobahn's asyncio flavour here: they cannot
-    share a process): migrate and seed the scratch database; the member's cookie."""
+    share a process): migrate and seed the scratch database; the members' cookies."""
     done = subprocess.run(
         [sys.executable, __file__, "--prepare", sandbox_url],
         env=os.environ,
@@ -368,12 +365,12 @@ def prepare(sandbox_url: str) -> str:
     )
     if done.returncode:
         raise RuntimeError(f"preparing the database failed:\n{done.stderr[-3000:]}")
-    return done.stdout.strip().splitlines()[-1]
+    return [line for line in done.stdout.splitlines() if line.startswith("sessionid=")]
 
 
 def seed(sandbox_url: str) -> None:
-    """Migrate, count writes, add the sandbox token, sandbox/text and a member; print the
-    member's session cookie."""
+    """Migrate, count writes, add the sandbox token, sandbox/text and USERS members; print
+    their session cookies."""
     import django
 
     django.setup()
@@ -400,13 +397,16 @@ def seed(sandbox_url: str) -> None:
         output_schema=output_schema,
         token=token,
     )
-    user = User.objects.create_user("bench", password=uuid.uuid4().hex)
-    session = SessionStore()
-    session[SESSION_KEY] = str(user.pk)
-    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.create()
-    print(f"sessionid={session.session_key}")
+    # One person per browser: 200 predictions in flight are a team's, not one user's 200
+    # tabs (a user's feed group would fan every status out to all of them).
+    for index in range(USERS):
+        user = User.objects.create_user(f"bench{index}")  # no password: no slow hashing
+        session = SessionStore()
+        session[SESSION_KEY] = str(user.pk)
+        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        session.create()
+        print(f"sessionid={session.session_key}")
 
 
 # ---------------------------------------------------------------------------- running
@@ -416,14 +416,12 @@ async def gather_streams(coroutines: list[Any]) -> list[Stream]:
     return list(await asyncio.gather(*coroutines))
 
 
-def delay_ms(n: int, args: argparse.Namespace) -> int:
-    if args.delay_ms != "auto":
-        return int(args.delay_ms)
-    return max(20, math.ceil(n * 1000 / TOKENS_PER_SECOND))
-
-
 def run_console(
-    executor: str, levels: list[int], args: argparse.Namespace, cookie: str, redis_url: str
+    executor: str,
+    levels: list[tuple[int, int]],
+    args: argparse.Namespace,
+    cookies: list[str],
+    redis_url: str,
 ) -> list[Result]:
     from tests.console_server import ConsoleServer, Worker, console_env, free_port
 
@@ -444,14 +442,14 @@ def run_console(
     server = ConsoleServer(free_port(), env)
     worker = None
     if executor == "celery":
-        worker = Worker(env, concurrency=max(levels) + 50)
+        worker = Worker(env, concurrency=max(n for n, _ in levels) + 50)
     elif executor == "celery-fed":
         worker = Worker(env, concurrency=1, app="bench.fed_worker", pool="solo")
     runner_pid = (worker or server).popen.pid
     try:
         # Warm up imports, clients and connection pools before measuring anything.
-        asyncio.run(gather_streams([console_stream(server.url, cookie, -1, 5, 0)]))
-        for n in levels:
+        asyncio.run(gather_streams([console_stream(server.url, cookies[0], -1, 5, 0)]))
+        for n, delay in levels:
             baseline, before = rss_kb(runner_pid), row_writes(database_url)
             with PeakMemory(runner_pid) as memory:
                 streams = asyncio.run(
@@ -459,10 +457,10 @@ def run_console(
                         [
                             console_stream(
                                 server.url,
-                                cookie,
+                                cookies[i % len(cookies)],
                                 i,
                                 args.tokens,
-                                delay_ms(n, args),
+                                delay,
                                 i / args.ramp,
                             )
                             for i in range(n)
@@ -471,7 +469,7 @@ def run_console(
                 )
             writes = (row_writes(database_url) - before) / n
             growth = (memory.peak - baseline) / n if n >= 10 else None
-            results.append(Result(executor, n, streams, [], writes, growth))
+            results.append(Result(executor, n, delay, streams, writes, growth))
     finally:
         for process in filter(None, (worker, server)):
             process.stop()
@@ -479,37 +477,34 @@ def run_console(
 
 
 def run_direct(
-    sandbox_url: str, levels: list[int], args: argparse.Namespace
-) -> dict[int, list[Stream]]:
-    async def level(n: int) -> list[Stream]:
+    sandbox_url: str, levels: list[tuple[int, int]], args: argparse.Namespace
+) -> dict[tuple[int, int], list[Stream]]:
+    async def level(n: int, delay: int) -> list[Stream]:
         # A pool as large as the run, so the client is not the bottleneck.
         transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=n + 10))
         client = replicate.Client(api_token=TOKEN, base_url=sandbox_url, transport=transport)
         return await gather_streams(
-            [
-                direct_stream(client, i, args.tokens, delay_ms(n, args), i / args.ramp)
-                for i in range(n)
-            ]
+            [direct_stream(client, i, args.tokens, delay, i / args.ramp) for i in range(n)]
         )
 
-    asyncio.run(level(1))  # warm-up
-    return {n: asyncio.run(level(n)) for n in levels}
+    asyncio.run(level(1, 0))  # warm-up
+    return {(n, delay): asyncio.run(level(n, delay)) for n, delay in levels}
 
 
 def report(
-    results: list[Result], direct: dict[int, list[Stream]], args: argparse.Namespace
+    results: list[Result], direct: dict[tuple[int, int], list[Stream]], args: argparse.Namespace
 ) -> None:
     header = (
-        f"{'executor':<10} {'N':>4} │ {'TTFT p50 ms':>18} {'p99':>13} │ "
+        f"{'executor':<10} {'N':>4} {'tok/s':>6} │ {'TTFT p50 ms':>18} {'p99':>13} │ "
         f"{'done p50 s':>17} {'ratio':>6} {'p99':>13} │ {'wrong':>5} {'errors':>6} "
         f"{'writes':>6} {'KB/pred':>7}"
     )
     print("\n" + header)
-    print(" " * 16 + "console / direct")
+    print(" " * 23 + "console / direct")
     print("─" * len(header))
     for result in results:
         ok = [s for s in result.console if not s.error]
-        base = [s for s in direct[result.n] if not s.error]
+        base = [s for s in direct[(result.n, result.delay)] if not s.error]
         if not ok or not base:
             print(f"{result.executor:<10} {result.n:>4} │ all streams failed")
             continue
@@ -521,7 +516,7 @@ def report(
         writes = f"{result.writes:.1f}"
         kb = f"{result.kb_per_prediction:.0f}" if result.kb_per_prediction is not None else "—"
         print(
-            f"{result.executor:<10} {result.n:>4} │ "
+            f"{result.executor:<10} {result.n:>4} {result.n * 1000 // result.delay:>6} │ "
             f"{pct(c_ttft, 0.5):>8.0f} / {pct(d_ttft, 0.5):<7.0f} "
             f"{pct(c_ttft, 0.99):>5.0f} / {pct(d_ttft, 0.99):<5.0f} │ "
             f"{pct(c_done, 0.5):>7.2f} / {pct(d_done, 0.5):<7.2f} {ratio:>6.3f} "
@@ -533,7 +528,8 @@ def report(
                 print(f"    error: {stream.error}")
                 break
     print(
-        "\nTTFT and done: from the submit (console) or the create call (direct). wrong: "
+        "\ntok/s: tokens per second, all streams together. "
+        "TTFT and done: from the submit (console) or the create call (direct). wrong: "
         "streams whose assembled text differs from the final output. writes: rows written "
         "per prediction (its insert included). KB/pred: the runner process's resident "
         "memory growth per prediction in flight."
@@ -542,17 +538,19 @@ def report(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--levels", default="1,50,200")
+    parser.add_argument("--levels", default="1:20,50:20,200:200", help="N:MS,N:MS,...")
     parser.add_argument("--tokens", type=int, default=200)
-    parser.add_argument("--delay-ms", default="auto", help="ms between tokens, or auto")
-    parser.add_argument("--executors", default="inline,celery,celery-fed")
-    parser.add_argument("--ramp", type=float, default=50.0, help="new streams per second")
+    parser.add_argument("--executors", default="inline,celery")
+    parser.add_argument("--ramp", type=float, default=25.0, help="new streams per second")
     parser.add_argument("--prepare", metavar="SANDBOX_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.prepare:
         seed(args.prepare)
         return
-    levels = [int(n) for n in args.levels.split(",")]
+    levels = []
+    for level in args.levels.split(","):
+        n, _, delay = level.partition(":")
+        levels.append((int(n), int(delay or 20)))
     executors = args.executors.split(",")
     redis_url = os.environ.get("REDIS_URL", REDIS_DEFAULT)
     if not reachable(redis_url, 6379):
@@ -567,15 +565,14 @@ def main() -> None:
     try:
         with run_sandbox_server() as sandbox_url, scratch_database() as database_url:
             os.environ["DATABASE_URL"] = database_url
-            cookie = prepare(sandbox_url)
-            delays = ", ".join(f"N={n}: {delay_ms(n, args)} ms" for n in levels)
+            cookies = prepare(sandbox_url)
             print(
-                f"{args.tokens} tokens per stream ({delays} apart), {args.ramp:g} new streams "
-                f"per second; database {database_url.split(':')[0]}; sandbox {sandbox_url}"
+                f"{args.tokens} tokens per stream, {args.ramp:g} new streams per second; "
+                f"database {database_url.split(':')[0]}; sandbox {sandbox_url}"
             )
             results: list[Result] = []
             for executor in executors:
-                results += run_console(executor, levels, args, cookie, redis_url)
+                results += run_console(executor, levels, args, cookies, redis_url)
             direct = run_direct(sandbox_url, levels, args)
             report(results, direct, args)
     finally:

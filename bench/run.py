@@ -19,7 +19,7 @@ BENCH = Path(__file__).resolve().parent
 
 # (script, full arguments, quick arguments)
 BENCHMARKS = [
-    ("engine.py", [], ["--levels", "1,20"]),
+    ("engine.py", [], ["--levels", "1:20,20:20"]),
     ("sandbox_capacity.py", ["--levels", "50,100,200,400"], ["--levels", "50"]),
     ("history.py", [], ["--rows", "5000"]),
 ]

@@ -24,6 +24,7 @@ events in seq order; send `{"type": "resync", "after": <last seq>}` if in doubt.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Any
 
@@ -33,6 +34,8 @@ from django.urls import reverse
 from . import events
 from .models import CatalogModel, Prediction
 from .runner import db
+
+logger = logging.getLogger(__name__)
 
 # Close code for "not yours" (the browser stops reconnecting).
 FORBIDDEN = 4403
@@ -141,8 +144,10 @@ class PredictionConsumer(AsyncJsonWebsocketConsumer):
 
     # ------------------------------------------------------------------ ordering
 
-    async def send_snapshot(self) -> None:
-        snapshot = await db(_snapshot)(self.prediction_id)
+    async def send_snapshot(self, snapshot: dict[str, Any] | None = None) -> None:
+        """Send the row as it is now (or as just read): the browser starts over from it."""
+        if snapshot is None:
+            snapshot = await db(_snapshot)(self.prediction_id)
         if snapshot is None:
             await self.close(code=FORBIDDEN)  # deleted meanwhile
             return
@@ -167,7 +172,11 @@ class PredictionConsumer(AsyncJsonWebsocketConsumer):
         """Fill gaps from the replay log; then, if one remains, from a newer row."""
         if self.finished:
             return
-        logged = await events.replay_log().read(self.prediction_id, self.seq)
+        try:
+            logged = await events.replay_log().read(self.prediction_id, self.seq)
+        except Exception:
+            logger.warning("replay log unreadable; healing from the row", exc_info=True)
+            logged, reread = [], True
         done = next((e for e in logged if e["type"] == events.DONE), None)
         for event in logged:
             if event is not done:
@@ -183,7 +192,7 @@ class PredictionConsumer(AsyncJsonWebsocketConsumer):
             needed = min(self.held) - 1
             snapshot = await db(_snapshot)(self.prediction_id)
             if snapshot is not None and snapshot["seq"] >= needed:
-                await self.send_snapshot()
+                await self.send_snapshot(snapshot)
                 await self.flush_held()
                 if not self.held:
                     self.heal_attempt = 0

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import threading
 import time
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from .models import OutputFile, Prediction
+
+logger = logging.getLogger(__name__)
 
 # Browser-facing event types, each with "seq". `snapshot` and `error` come from consumers.
 STATUS = "status"
@@ -81,9 +84,13 @@ async def publish(prediction_id: uuid.UUID | str, event: dict[str, Any]) -> None
     """Send a numbered event to everyone watching the prediction.
 
     The replay log comes first: a consumer that joins after the group send is guaranteed
-    to find the event there.
+    to find the event there (or, if the log is unreachable, to heal from the row).
     """
-    await replay_log().append(prediction_id, event)
+    try:
+        await replay_log().append(prediction_id, event)
+    except Exception:
+        # Not fatal: a consumer that misses this event re-reads the row instead.
+        logger.warning("replay log: could not keep event %s", event.get("seq"), exc_info=True)
     await get_channel_layer().group_send(
         prediction_group(prediction_id), {"type": EVENT_MESSAGE, "event": event}
     )

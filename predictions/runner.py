@@ -330,6 +330,7 @@ class Run:
         self._pump_task: asyncio.Task[None] | None = None
         self._cancel_sent = False
         self._background: set[asyncio.Task[None]] = set()
+        self._user_status: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ main
 
@@ -360,6 +361,8 @@ class Run:
             return "error"
         finally:
             await self._stop_pump()
+            if self._background:  # the last feed update, a cancel request in flight
+                await asyncio.wait(set(self._background), timeout=15)
 
     async def _supervised(self) -> tuple[dict[str, Any], str]:
         """Follow upstream to the end, within the deadline, while the pump keeps running.
@@ -677,15 +680,24 @@ class Run:
         for event in batch:
             await events.publish(self.pk, event)
         if any(event["type"] == events.STATUS for event in batch):
-            await self._send_user_status()
+            self._send_user_status()
         if batch:
             self._last_publish = asyncio.get_running_loop().time()
 
-    async def _send_user_status(self) -> None:
-        await events.publish_user_status(
-            self.p.owner_id,
-            events.user_status_event(self.pk, self.status, self.p.model_ref, self.canceling),
-        )
+    def _send_user_status(self) -> None:
+        """Tell the owner's feed, in the background: a user with many tabs open must not
+        slow this prediction's tokens. Each waits for the one before, so they stay in order."""
+        event = events.user_status_event(self.pk, self.status, self.p.model_ref, self.canceling)
+        previous = self._user_status
+
+        async def push() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            await events.publish_user_status(self.p.owner_id, event)
+
+        self._user_status = asyncio.create_task(push())
+        self._background.add(self._user_status)
+        self._user_status.add_done_callback(self._background.discard)
 
     def _write_due(self, now: float) -> float:
         """Seconds until the next write is due (<= 0: now)."""
@@ -813,7 +825,7 @@ class Run:
                 "prediction": events.serialize_prediction(self.p, files),
             }
             await self._send([done])
-            await self._send_user_status()
+            self._send_user_status()
         logger.info("prediction %s: %s", self.pk, status)
 
     async def _archive(self, output: Any) -> tuple[Any, list[OutputFile]]:

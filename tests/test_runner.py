@@ -11,7 +11,7 @@ import pytest
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import User
 
-from predictions import events, runner
+from predictions import events, runner, upstream
 from predictions.models import OutputFile, Prediction
 from tests.engine_helpers import (
     MakeModel,
@@ -271,9 +271,13 @@ async def test_a_runner_stopped_midway_hands_back_and_the_next_resumes_without_a
 
 
 async def test_a_runner_stopped_while_creating_still_records_what_it_created(
-    sandbox_model: MakeModel, member: User, sandbox_url: str, sandbox_token: str
+    sandbox_model: MakeModel,
+    member: User,
+    sandbox_url: str,
+    sandbox_token: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    model = await sandbox_model("text", faults="latency=400")
+    model = await sandbox_model("text", faults="latency=400")  # the create takes 400 ms
     prompt = f"mid-create {uuid.uuid4().hex}"
     prediction = await Prediction.objects.acreate(
         owner=member,
@@ -281,8 +285,17 @@ async def test_a_runner_stopped_while_creating_still_records_what_it_created(
         model_ref=model.ref,
         input={"prompt": prompt, "seed": 8, "max_tokens": 10, "token_delay_ms": 0},
     )
+    sent = asyncio.Event()
+    create = upstream.create_prediction
+
+    async def create_and_tell(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        sent.set()
+        return await create(*args, **kwargs)
+
+    monkeypatch.setattr(upstream, "create_prediction", create_and_tell)
     first = asyncio.create_task(runner.run_prediction(prediction.pk))
-    await wait_for(lambda: Prediction.objects.filter(pk=prediction.pk, status="starting").aexists())
+    await sent.wait()
+    await asyncio.sleep(0.05)  # the request is on the wire; its answer is 350 ms away
 
     first.cancel()  # shutdown while the create request is in flight
     with pytest.raises(asyncio.CancelledError):
