@@ -35,7 +35,7 @@ admin: $(VENV)/.runtime
 	$(BIN)/python manage.py createsuperuser
 
 worker: $(VENV)/.runtime
-	$(BIN)/celery -A project worker --loglevel=INFO
+	$(BIN)/celery -A project worker --pool threads --concurrency 100 --loglevel=INFO
 
 beat: $(VENV)/.runtime
 	$(BIN)/celery -A project beat --loglevel=INFO

@@ -107,7 +107,7 @@ class PredictionConsumer(AsyncJsonWebsocketConsumer):
     async def decode_json(self, text_data: str) -> Any:
         try:
             return await super().decode_json(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
             return None
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -238,7 +238,7 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
     async def decode_json(self, text_data: str) -> Any:
         try:
             return await super().decode_json(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
             return None
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

@@ -5,8 +5,10 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.utils import timezone
 
 from . import crypto
@@ -176,7 +178,9 @@ class CatalogModel(models.Model):
             raise ValidationError({"hidden_inputs": "Enter a JSON list of input names."})
 
     def resolve_token(self) -> ApiToken | None:
-        if self.token_id and self.token and self.token.enabled:
+        """The model's own token, else the default. A disabled own token is returned as is
+        (the run then fails saying so) rather than silently billing another account."""
+        if self.token_id:
             return self.token
         return ApiToken.objects.default()
 
@@ -403,3 +407,10 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.webhook_id} ({self.upstream_id} {self.status})"
+
+
+@receiver(post_delete, sender=OutputFile)
+def delete_archived_file(sender: type[OutputFile], instance: OutputFile, **kwargs: object) -> None:
+    """Deleting a prediction (or one of its files) frees the storage, once the delete sticks."""
+    if instance.file:
+        transaction.on_commit(lambda: instance.file.delete(save=False))

@@ -70,7 +70,6 @@ CREATE_MAX_WAIT_SECONDS = 30.0
 # Consecutive failed reads (5xx, network) before the prediction is given up as failed.
 READ_ATTEMPTS = 8
 # Output files larger than this stay on Replicate (their URL is kept).
-DEFAULT_MAX_FILE_BYTES = 100 * 1024 * 1024
 
 UPSTREAM_TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 _CONSOLE_STATUS = {
@@ -99,11 +98,11 @@ class LeaseLost(Exception):
 
 def lease_seconds() -> float:
     """How long a silent runner keeps its claim; PREDICTION_LEASE_SECONDS, default 30."""
-    return float(getattr(settings, "PREDICTION_LEASE_SECONDS", 30))
+    return settings.PREDICTION_LEASE_SECONDS
 
 
 def max_file_bytes() -> int:
-    return int(getattr(settings, "PREDICTION_MAX_FILE_BYTES", DEFAULT_MAX_FILE_BYTES))
+    return settings.PREDICTION_MAX_FILE_BYTES
 
 
 def webhook_url() -> str | None:

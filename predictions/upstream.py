@@ -204,6 +204,12 @@ def _new_client(creds: Credentials) -> replicate.Client:
             pool=min(10.0, creds.timeout),
         ),
         event_hooks={"response": [_raise_for_problem]},
+        # Every streaming prediction holds a connection for its whole life: httpx's default
+        # pool of 100 would queue the 101st stream behind the others. (Only async methods are
+        # used, so an async transport is right for this client.)
+        transport=httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100)
+        ),
     )
     # poll_interval is left alone: nothing here calls run()/wait(), so the client never
     # polls; the runner polls (or streams) on its own schedule.

@@ -201,6 +201,15 @@ TEMPLATES = [
 ]
 
 
+# WAL + IMMEDIATE let the web process and its prediction tasks write without
+# "database is locked" surprises.
+SQLITE_OPTIONS = {
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
+
+
 def database_config() -> dict:
     raw = env_str("DATABASE_URL")
     if not raw:
@@ -208,13 +217,7 @@ def database_config() -> dict:
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "db.sqlite3",
-            # WAL + IMMEDIATE let the web process and its prediction tasks write without
-            # "database is locked" surprises.
-            "OPTIONS": {
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            },
+            "OPTIONS": SQLITE_OPTIONS,
             "TEST": {"NAME": VAR_DIR / "test.sqlite3"},
         }
     scheme = urlsplit(raw).scheme
@@ -228,6 +231,8 @@ def database_config() -> dict:
         raise ImproperlyConfigured(
             f"DATABASE_URL is not a database URL I understand: {exc}"
         ) from None
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        config["OPTIONS"] = SQLITE_OPTIONS
     if config["ENGINE"] == "django.db.backends.postgresql":
         # Django's psycopg 3 pool; connections go back to the pool after each request.
         config["CONN_MAX_AGE"] = 0
@@ -245,14 +250,23 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # Gaps from dropped messages heal via resync; capacity keeps them rare.
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+            # Gaps from dropped messages heal via the replay log; capacity keeps them rare.
+            # redis-py's default pool of 100 raises under a burst of browsers connecting.
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "max_connections": 1000}],
+                "capacity": 1500,
+                "expiry": 30,
+            },
         }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # Channels' own in-memory layer rescans every channel on each send; ours does not.
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1500}}
+        "default": {
+            "BACKEND": "predictions.events.InMemoryChannelLayer",
+            "CONFIG": {"capacity": 1500},
+        }
     }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -276,6 +290,24 @@ STATIC_ROOT = VAR_DIR / "static"
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or VAR_DIR / "media")
 
+
+def env_number(name: str, default: float) -> float:
+    raw = env_str(name)
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number; got {raw!r}") from None
+    if value <= 0:
+        raise ImproperlyConfigured(f"{name} must be positive; got {raw!r}")
+    return value
+
+
+# A runner renews its claim on a prediction every lease/6 s; a prediction whose claim is
+# older than this is taken over (by the reconciler, or by a restarted server).
+PREDICTION_LEASE_SECONDS = env_number("PREDICTION_LEASE_SECONDS", 30)
+# Output files larger than this are not archived: the output keeps the upstream URL.
+PREDICTION_MAX_FILE_BYTES = int(env_number("PREDICTION_MAX_FILE_BYTES", 100 * 1024 * 1024))
+
 # Celery: configured from here by project/celery.py (namespace CELERY_).
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
@@ -290,6 +322,9 @@ CELERY_TASK_TIME_LIMIT = 60 * 60 + 60
 # Above the longest task, or Redis redelivers a still-running task to a second worker.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * 60 * 60}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-predictions": {"task": "predictions.reconcile_predictions", "schedule": 15.0}
+}
 
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -118,9 +118,7 @@ class ConsoleServer(Process):
         listener.bind(("127.0.0.1", port))
         listener.listen(1024)
         args = [sys.executable, "-m", "daphne", "--fd", str(listener.fileno())]
-        super().__init__(
-            [*args, "tests.console_asgi:application"], env, pass_fds=[listener.fileno()]
-        )
+        super().__init__([*args, "project.asgi:application"], env, pass_fds=[listener.fileno()])
         listener.close()
 
         def answers() -> bool:

@@ -220,7 +220,8 @@ async def test_bad_messages_get_an_error_and_resync_a_snapshot(member: User) -> 
     await socket.connect()
     await socket.receive_json_from()
 
-    for bad in ("not json", '{"type": "nope"}', '{"type": "resync", "after": "x"}', "[]"):
+    nested = "[" * 100_000 + "]" * 100_000
+    for bad in ("not json", '{"type": "nope"}', '{"type": "resync", "after": "x"}', "[]", nested):
         await socket.send_to(text_data=bad)
         assert (await socket.receive_json_from())["type"] == "error"
     await socket.send_to(bytes_data=b"\x00")
