@@ -59,7 +59,30 @@ def _runnable(user: Any, owner: str, name: str) -> CatalogModel | None:
     return CatalogModel.objects.runnable_by(user).filter(owner=owner, name=name).first()
 
 
-class PredictionConsumer(AsyncJsonWebsocketConsumer):
+class JsonMessagesConsumer(AsyncJsonWebsocketConsumer):
+    """Binary frames and text that is not JSON (or absurdly nested) get an `error` message
+    rather than crashing the connection: undecodable text reaches receive_json as None."""
+
+    group: str
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "joined", False):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def decode_json(self, text_data: str) -> Any:
+        try:
+            return await super().decode_json(text_data)
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
+            return None
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            await self.send_json({"type": "error", "message": "Send JSON text messages."})
+            return
+        await super().receive(text_data=text_data, bytes_data=bytes_data)
+
+
+class PredictionConsumer(JsonMessagesConsumer):
     """Snapshot, then the live events of one prediction, gap-free and in order."""
 
     async def connect(self) -> None:
@@ -84,10 +107,6 @@ class PredictionConsumer(AsyncJsonWebsocketConsumer):
         await self.send_snapshot()
         await self.catch_up()
 
-    async def disconnect(self, code: int) -> None:
-        if getattr(self, "joined", False):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-
     # ------------------------------------------------------------------ browser → server
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
@@ -103,18 +122,6 @@ class PredictionConsumer(AsyncJsonWebsocketConsumer):
         # A fresh snapshot is always correct, whatever the browser missed.
         await self.send_snapshot()
         await self.catch_up()
-
-    async def decode_json(self, text_data: str) -> Any:
-        try:
-            return await super().decode_json(text_data)
-        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
-            return None
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if text_data is None:
-            await self.send_json({"type": "error", "message": "Send JSON text messages."})
-            return
-        await super().receive(text_data=text_data, bytes_data=bytes_data)
 
     # ------------------------------------------------------------------ channel layer
 
@@ -215,7 +222,7 @@ class PredictionConsumer(AsyncJsonWebsocketConsumer):
         task.add_done_callback(_background.discard)
 
 
-class FeedConsumer(AsyncJsonWebsocketConsumer):
+class FeedConsumer(JsonMessagesConsumer):
     """/ws/predictions/: status changes of the user's predictions, and `submit`."""
 
     async def connect(self) -> None:
@@ -228,24 +235,8 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         self.joined = True
         await self.channel_layer.group_add(self.group, self.channel_name)
 
-    async def disconnect(self, code: int) -> None:
-        if getattr(self, "joined", False):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-
     async def user_status(self, message: dict[str, Any]) -> None:
         await self.send_json(message["event"])
-
-    async def decode_json(self, text_data: str) -> Any:
-        try:
-            return await super().decode_json(text_data)
-        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
-            return None
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if text_data is None:
-            await self.send_json({"type": "error", "message": "Send JSON text messages."})
-            return
-        await super().receive(text_data=text_data, bytes_data=bytes_data)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not isinstance(content, dict) or content.get("type") != "submit":
