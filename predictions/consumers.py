@@ -55,6 +55,14 @@ def _snapshot(prediction_id: uuid.UUID) -> dict[str, Any] | None:
     return events.serialize_prediction(prediction) if prediction else None
 
 
+def _visible_prediction(user: Any, prediction_id: object) -> Prediction | None:
+    try:
+        pk = uuid.UUID(str(prediction_id))
+    except ValueError:
+        return None
+    return Prediction.objects.visible_to(user).filter(pk=pk).first()
+
+
 def _runnable(user: Any, owner: str, name: str) -> CatalogModel | None:
     return CatalogModel.objects.runnable_by(user).filter(owner=owner, name=name).first()
 
@@ -259,13 +267,24 @@ class FeedConsumer(JsonMessagesConsumer):
         if model is None:
             await self.error("unknown model", {"model": ["Unknown model."]})
             return
+        parent = None
+        if content.get("parent") is not None:
+            # A re-run's lineage, only to a prediction this user may see.
+            parent = await db(_visible_prediction)(self.user, content["parent"])
+            if parent is None:
+                await self.error("Unknown parent prediction.", {"parent": ["Unknown prediction."]})
+                return
         try:
             cleaned = schema.clean_input(model, data)
         except schema.InvalidInput as exc:
             await self.error("The input is not valid.", exc.errors)
             return
         prediction = await executors.start_prediction(
-            owner=self.user, model=model, input=cleaned, source=Prediction.Source.WEBSOCKET
+            owner=self.user,
+            model=model,
+            input=cleaned,
+            source=Prediction.Source.WEBSOCKET,
+            parent=parent,
         )
         await self.send_json(
             {

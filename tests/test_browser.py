@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -368,6 +369,9 @@ def test_run_again_starts_a_new_prediction_over_the_websocket(page: Page) -> Non
     page.wait_for_url(lambda url: url != first and "/predictions/" in url)
     assert final_text(page) == expected_text("Quick one", 7, 10)
     expect(page.locator("#status .badge")).to_have_text("Succeeded")
+    # The new run links back to the one it repeats.
+    parent_link = page.get_by_text("Re-run of").get_by_role("link")
+    expect(parent_link).to_have_attribute("href", urlsplit(first).path)
 
 
 # ---------------------------------------------------------------------------- mocked sockets

@@ -262,8 +262,14 @@ async def test_the_feed_submits_and_reports_status(sandbox_model: MakeModel, mem
     socket = await open_socket("/ws/predictions/", member)
     assert (await socket.connect())[0]
 
+    earlier = await Prediction.objects.acreate(owner=member, model_ref="sandbox/text")
     await socket.send_json_to(
-        {"type": "submit", "model": "sandbox/text", "input": {"prompt": "hi", "max_tokens": 3}}
+        {
+            "type": "submit",
+            "model": "sandbox/text",
+            "input": {"prompt": "hi", "max_tokens": 3},
+            "parent": str(earlier.pk),
+        }
     )
     submitted = await socket.receive_json_from(timeout=5)
 
@@ -271,6 +277,7 @@ async def test_the_feed_submits_and_reports_status(sandbox_model: MakeModel, mem
     assert submitted["url"] == f"/predictions/{submitted['id']}/"
     prediction = await Prediction.objects.aget(pk=submitted["id"])
     assert prediction.owner_id == member.pk and prediction.source == "websocket"
+    assert prediction.parent_id == earlier.pk
     statuses = []
     while not statuses or statuses[-1] not in Prediction.TERMINAL_STATUSES:
         message = await socket.receive_json_from(timeout=20)
@@ -303,7 +310,16 @@ async def test_the_feed_rejects_bad_submissions_with_field_errors(
 
     await socket.send_json_to({"type": "launch"})
     assert (await socket.receive_json_from())["type"] == "error"
-    assert not await Prediction.objects.aexists()
+
+    stranger = await User.objects.acreate(username="stranger")
+    theirs = await Prediction.objects.acreate(owner=stranger, model_ref="sandbox/text")
+    for parent in (str(theirs.pk), "not-a-uuid"):
+        await socket.send_json_to(
+            {"type": "submit", "model": "sandbox/text", "input": {"prompt": "hi"}, "parent": parent}
+        )
+        refused = await socket.receive_json_from()
+        assert refused["errors"] == {"parent": ["Unknown prediction."]}
+    assert await Prediction.objects.acount() == 1
     await socket.disconnect()
 
 

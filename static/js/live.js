@@ -478,7 +478,7 @@ function wireRunAgain() {
     const feed = new LiveSocket(config.feed, {
       // Once only: the socket reconnects after a drop, and each submit starts a run.
       onOpen: () => {
-        if (!sent) sent = feed.send({ type: "submit", model: config.model, input: config.input });
+        if (!sent) sent = feed.send({ type: "submit", model: config.model, input: config.input, parent: config.id });
       },
       onState: (kind) => {
         if (!sent || kind !== "reconnecting") return;
