@@ -9,6 +9,7 @@ import socket
 from urllib.parse import urlsplit
 
 import pytest
+from django.contrib.auth.models import User
 
 # The sandbox fixtures (`sandbox_url`, `sandbox_token`): a real daphne serving the sandbox.
 pytest_plugins = ["tests.sandbox_server"]
@@ -42,3 +43,19 @@ def redis_url() -> str:
     url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
     need_service("Redis", port_open(url, 6379), f"nothing answers at {url}")
     return url
+
+
+# Users for view tests: two members who must not see each other's work, and a staff member.
+@pytest.fixture
+def alice(db: None) -> User:
+    return User.objects.create_user("alice")
+
+
+@pytest.fixture
+def bob(db: None) -> User:
+    return User.objects.create_user("bob")
+
+
+@pytest.fixture
+def staff(db: None) -> User:
+    return User.objects.create_user("sam", is_staff=True)

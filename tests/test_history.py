@@ -23,21 +23,6 @@ def media(settings: Any, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def alice(db: None) -> User:
-    return User.objects.create_user("alice")
-
-
-@pytest.fixture
-def bob(db: None) -> User:
-    return User.objects.create_user("bob")
-
-
-@pytest.fixture
-def staff(db: None) -> User:
-    return User.objects.create_user("sam", is_staff=True)
-
-
-@pytest.fixture
 def text_model(db: None) -> CatalogModel:
     return CatalogModel.objects.create(owner="sandbox", name="text")
 

@@ -46,21 +46,6 @@ def media(settings: Any, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def alice(db: None) -> User:
-    return User.objects.create_user("alice")
-
-
-@pytest.fixture
-def bob(db: None) -> User:
-    return User.objects.create_user("bob")
-
-
-@pytest.fixture
-def staff(db: None) -> User:
-    return User.objects.create_user("sam", is_staff=True)
-
-
-@pytest.fixture
 def flux(db: None) -> CatalogModel:
     return CatalogModel.objects.create(
         owner="black-forest-labs",
