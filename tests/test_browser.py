@@ -9,14 +9,11 @@ Every wait is on a condition (Playwright's expect / wait_for_function), never a 
 
 import contextlib
 import json
-import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +25,7 @@ import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_playwright
 
 from tests.conftest import need_service
+from tests.console_server import Process, free_port
 from tests.sandbox_server import ROOT, TEST_TOKEN, server_env
 
 pytestmark = pytest.mark.browser
@@ -64,12 +62,6 @@ def manage(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextlib.contextmanager
 def run_console() -> Iterator[Console]:
     """The console as `make run` starts it: runserver (daphne's), which also serves static."""
@@ -86,36 +78,20 @@ def run_console() -> Iterator[Console]:
         "is_superuser=True)"
     )
     manage(env, "shell", "-c", create)
-    log = Path(var_dir) / "server.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    server = Process(
+        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"], env
+    )
+
+    def serving_static() -> bool:
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(f"{url}/static/css/console.css", timeout=2).status_code == 200
+        return False
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"console exited early:\n{log.read_text()[-4000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/static/css/console.css", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"console did not start:\n{log.read_text()[-4000:]}")
-            time.sleep(0.05)
+        server.wait_until(serving_static, "console")
         yield Console(url=url, var_dir=var_dir)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if os.environ.get("KEEP_CONSOLE_LOG"):
-            print(log.read_text()[-8000:])
+        server.stop()
         shutil.rmtree(var_dir, ignore_errors=True)
 
 
