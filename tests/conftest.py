@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import pytest
 from django.contrib.auth.models import User
 
-# The sandbox fixtures (`sandbox_url`, `sandbox_token`): a real daphne serving the sandbox.
-pytest_plugins = ["tests.sandbox_server"]
+# Real servers for tests: the sandbox (`sandbox_url`, `sandbox_token`) and console processes.
+pytest_plugins = ["tests.sandbox_server", "tests.console_server"]
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
