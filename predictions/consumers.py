@@ -32,8 +32,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.urls import reverse
 
 from . import events
+from .database import db
 from .models import CatalogModel, Prediction
-from .runner import db
 
 logger = logging.getLogger(__name__)
 

@@ -38,6 +38,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from . import runner
+from .database import db
 from .models import CatalogModel, Prediction
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ async def start_prediction(
     The awaited create has committed (async code runs in autocommit) before the Celery
     message goes out, so a worker never looks for a row that is not there yet.
     """
-    prediction = await runner.db(Prediction.objects.create)(
+    prediction = await db(Prediction.objects.create)(
         owner=owner,
         model=model,
         model_ref=model.ref,
@@ -140,7 +141,7 @@ class InlineExecutor:
         lease = runner.lease_seconds()
         while True:
             try:
-                for prediction_id in await runner.db(runner.claimable)(lease):
+                for prediction_id in await db(runner.claimable)(lease):
                     self._spawn(prediction_id)
             except Exception:
                 logger.exception("inline reconciler failed; trying again")

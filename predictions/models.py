@@ -296,6 +296,26 @@ class Prediction(models.Model):
 
         return async_to_sync(self.acancel)()
 
+    def _request_cancel(self) -> bool:
+        """Record the request (True: canceled here, before any runner took it) and reload."""
+        now = timezone.now()
+        rows = Prediction.objects.filter(pk=self.pk)
+        # Compare-and-set against the runner's claim (which moves it out of `queued`).
+        canceled_here = rows.filter(status=self.Status.QUEUED, upstream_id__isnull=True).update(
+            status=self.Status.CANCELED,
+            cancel_requested_at=now,
+            completed_at=now,
+            error="Canceled before it started.",
+            updated_at=now,
+        )
+        if not canceled_here:
+            # `update()` leaves updated_at alone: the runner's claim stamp stays valid.
+            rows.filter(status__in=self.ACTIVE_STATUSES, cancel_requested_at__isnull=True).update(
+                cancel_requested_at=now
+            )
+        self.refresh_from_db()
+        return bool(canceled_here)
+
     async def acancel(self) -> bool:
         """Ask for this prediction to stop; False if it had already finished.
 
@@ -306,25 +326,9 @@ class Prediction(models.Model):
         runner has picked up yet is canceled right here.
         """
         from . import events
+        from .database import db
 
-        now = timezone.now()
-        rows = Prediction.objects.filter(pk=self.pk)
-        # Compare-and-set against the runner's claim (which moves it out of `queued`).
-        canceled_here = await rows.filter(
-            status=self.Status.QUEUED, upstream_id__isnull=True
-        ).aupdate(
-            status=self.Status.CANCELED,
-            cancel_requested_at=now,
-            completed_at=now,
-            error="Canceled before it started.",
-            updated_at=now,
-        )
-        if not canceled_here:
-            # `update()` leaves updated_at alone: the runner's claim stamp stays valid.
-            await rows.filter(
-                status__in=self.ACTIVE_STATUSES, cancel_requested_at__isnull=True
-            ).aupdate(cancel_requested_at=now)
-        await self.arefresh_from_db()
+        canceled_here = await db(self._request_cancel)()
         if not canceled_here and not self.is_active:
             return False
         if self.is_active and self.upstream_id:
@@ -339,9 +343,8 @@ class Prediction(models.Model):
     async def _acancel_upstream(self) -> None:
         import logging
 
-        from asgiref.sync import sync_to_async
-
         from . import upstream
+        from .database import db
 
         def credentials() -> upstream.Credentials:
             model = self.model if self.model_id else None
@@ -349,7 +352,7 @@ class Prediction(models.Model):
             return upstream.credentials_for(token)
 
         try:
-            creds = await sync_to_async(credentials)()
+            creds = await db(credentials)()
             await upstream.cancel_prediction(creds, self.upstream_id)
         except upstream.UpstreamError as exc:
             # The runner asks again when it notices the request.

@@ -34,12 +34,10 @@ import hashlib
 import logging
 import mimetypes
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.urls import reverse
@@ -48,13 +46,12 @@ from django.utils.dateparse import parse_datetime
 from django.utils.text import get_valid_filename
 
 from . import events, upstream
+from .database import db
 from .models import OutputFile, Prediction
 from .upstream import Credentials, UpstreamError
 
 logger = logging.getLogger(__name__)
 
-P = ParamSpec("P")
-T = TypeVar("T")
 Status = Prediction.Status
 
 # At most one publish per prediction this often (after the first one, which goes at once).
@@ -80,16 +77,6 @@ _CONSOLE_STATUS = {
     "canceled": Status.CANCELED,
     "aborted": Status.FAILED,
 }
-
-
-def db(fn: Callable[P, T]) -> Callable[P, Awaitable[T]]:
-    """`fn` (ORM code) as a coroutine run in a pool thread, its connection closed after.
-
-    Not asgiref's default for ORM calls outside a request: one thread shared by the
-    whole process, where every runner's write would queue behind every websocket's
-    reads (perf notes A2).
-    """
-    return database_sync_to_async(fn, thread_sensitive=False)
 
 
 class LeaseLost(Exception):

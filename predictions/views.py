@@ -1,6 +1,10 @@
 """Pages of the console: catalogue, model form, live prediction, history, output files.
 
-Views are async. Rules that keep them safe under ASGI:
+Pages that only read the database and render are plain sync views: under ASGI each runs on
+its request's own thread and holds one connection for its span, as under WSGI. Views that
+await something else (an upload, the executor, Replicate) are async, and reach the
+database only through `db()` units, which hold a connection only while they run (see
+predictions/database.py). In those:
 
 - `user = await request.auser()` and pass `user` into the template context: the auth
   context processor's lazy user would hit the database from the event loop otherwise.
@@ -37,6 +41,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import events, executors, upstream
+from .database import db
 from .models import CatalogModel, OutputFile, Prediction, User
 from .schema import (
     MISSING,
@@ -99,12 +104,9 @@ def wants_json(request: HttpRequest) -> bool:
     return "application/json" in request.headers.get("Accept", "")
 
 
-async def visible_prediction(user: User, pk: uuid.UUID) -> Prediction:
+def visible_prediction(user: User, pk: uuid.UUID) -> Prediction:
     prediction = (
-        await Prediction.objects.visible_to(user)
-        .select_related("model", "owner")
-        .filter(pk=pk)
-        .afirst()
+        Prediction.objects.visible_to(user).select_related("model", "owner").filter(pk=pk).first()
     )
     if prediction is None:
         raise Http404("No such prediction.")
@@ -115,22 +117,22 @@ async def visible_prediction(user: User, pk: uuid.UUID) -> Prediction:
 
 
 @require_GET
-async def catalogue(request: HttpRequest) -> HttpResponse:
-    user = await request.auser()
+def catalogue(request: HttpRequest) -> HttpResponse:
+    user = request.user
     # The user's latest run of each model in the same query, then those runs in one more.
     latest = Prediction.objects.filter(owner_id=user.pk, model_id=OuterRef("pk")).order_by(
         "-created_at"
     )
     models = [
         m
-        async for m in CatalogModel.objects.runnable_by(user)
+        for m in CatalogModel.objects.runnable_by(user)
         .annotate(last_run_id=Subquery(latest.values("id")[:1]))
         .order_by("title", "owner", "name")
     ]
     run_ids = [m.last_run_id for m in models if m.last_run_id]
     runs = {
         p.pk: p
-        async for p in Prediction.objects.filter(pk__in=run_ids).only(
+        for p in Prediction.objects.filter(pk__in=run_ids).only(
             "id", "status", "created_at", "completed_at", "cancel_requested_at"
         )
     }
@@ -143,8 +145,8 @@ async def catalogue(request: HttpRequest) -> HttpResponse:
 # ---------------------------------------------------------------------------- model form
 
 
-async def runnable_model(user: User, **lookup: Any) -> CatalogModel:
-    model = await CatalogModel.objects.runnable_by(user).filter(**lookup).afirst()
+def runnable_model(user: User, **lookup: Any) -> CatalogModel:
+    model = CatalogModel.objects.runnable_by(user).filter(**lookup).first()
     if model is None:
         raise Http404("No such model, or you may not run it.")
     return model
@@ -187,14 +189,7 @@ async def render_form(
         if name not in shown
         for message in messages
     ]
-    recent = [
-        p
-        async for p in Prediction.objects.filter(owner_id=user.pk, model_id=model.pk).only(
-            "id", "status", "created_at", "completed_at", "input", "cancel_requested_at"
-        )[:5]
-    ]
-    for p in recent:
-        p.summary = summary_of(p)
+    recent = await db(recent_runs)(user, model)
     context = {
         "user": user,
         "nav": "models",
@@ -211,6 +206,17 @@ async def render_form(
         },
     }
     return render(request, "predictions/model.html", context, status=status)
+
+
+def recent_runs(user: User, model: CatalogModel) -> list[Prediction]:
+    recent = list(
+        Prediction.objects.filter(owner_id=user.pk, model_id=model.pk).only(
+            "id", "status", "created_at", "completed_at", "input", "cancel_requested_at"
+        )[:5]
+    )
+    for p in recent:
+        p.summary = summary_of(p)
+    return recent
 
 
 @dataclass
@@ -291,7 +297,7 @@ async def upload_pending(
     """Send the big files through the files API and put their URLs into the input."""
     if not pending:
         return
-    token = await sync_to_async(model.resolve_token)()
+    token = await db(model.resolve_token)()
     creds = upstream.credentials_for(token)
     for item in pending:
         content = await sync_to_async(item.upload.read)()
@@ -308,7 +314,7 @@ async def upload_pending(
             cleaned[item.field] = url
 
 
-async def parent_for(user: User, raw: str | None) -> tuple[Prediction | None, str]:
+def parent_for(user: User, raw: str | None) -> tuple[Prediction | None, str]:
     """The prediction a re-run came from, if the user may see it; else an error message."""
     if not raw:
         return None, ""
@@ -316,7 +322,7 @@ async def parent_for(user: User, raw: str | None) -> tuple[Prediction | None, st
         pk = uuid.UUID(raw)
     except ValueError:
         return None, "The prediction this re-runs is not a valid id."
-    parent = await Prediction.objects.visible_to(user).filter(pk=pk).afirst()
+    parent = Prediction.objects.visible_to(user).filter(pk=pk).first()
     if parent is None:
         return None, "The prediction this re-runs does not exist or is not visible to you."
     return parent, ""
@@ -325,13 +331,13 @@ async def parent_for(user: User, raw: str | None) -> tuple[Prediction | None, st
 @require_http_methods(["GET", "POST"])
 async def model_page(request: HttpRequest, owner: str, name: str) -> HttpResponse:
     user = await request.auser()
-    model = await runnable_model(user, owner=owner, name=name)
+    model = await db(runnable_model)(user, owner=owner, name=name)
     if request.method != "POST":
         return await render_form(request, user, model)
 
     fields = fields_for(model.input_schema, model.hidden_inputs or [])
     values, pending, too_big = form_values(fields, request.POST, request.FILES)
-    parent, parent_error = await parent_for(user, request.POST.get("parent"))
+    parent, parent_error = await db(parent_for)(user, request.POST.get("parent"))
     errors: dict[str, list[str]] = defaultdict(list, too_big)
     if parent_error:
         errors["__all__"].append(parent_error)
@@ -366,10 +372,10 @@ async def model_page(request: HttpRequest, owner: str, name: str) -> HttpRespons
 @require_GET
 async def prediction_rerun(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     user = await request.auser()
-    parent = await visible_prediction(user, pk)
+    parent = await db(visible_prediction)(user, pk)
     if parent.model_id is None:
         raise Http404("The model of this prediction is no longer in the catalogue.")
-    model = await runnable_model(user, pk=parent.model_id)
+    model = await db(runnable_model)(user, pk=parent.model_id)
     return await render_form(request, user, model, values=parent.input, parent=parent)
 
 
@@ -497,9 +503,9 @@ def extra_metrics(metrics: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     return rows
 
 
-async def output_context(prediction: Prediction) -> dict[str, Any]:
+def output_context(prediction: Prediction) -> dict[str, Any]:
     """What the `output` partial shows (the whole page, or the fragment alone)."""
-    files = [file_entry(prediction.pk, f) async for f in prediction.files.order_by("position")]
+    files = [file_entry(prediction.pk, f) for f in prediction.files.order_by("position")]
     text = text_of(prediction)
     return {
         "prediction": prediction,
@@ -509,20 +515,20 @@ async def output_context(prediction: Prediction) -> dict[str, Any]:
     }
 
 
-async def detail_context(user: User, prediction: Prediction) -> dict[str, Any]:
-    output = await output_context(prediction)
+def detail_context(user: User, prediction: Prediction) -> dict[str, Any]:
+    output = output_context(prediction)
     # The run this re-ran, only if the user may see it.
     parent = None
     if prediction.parent_id:
         parent = (
-            await Prediction.objects.visible_to(user)
+            Prediction.objects.visible_to(user)
             .filter(pk=prediction.parent_id)
             .only("id", "status", "cancel_requested_at")
-            .afirst()
+            .first()
         )
     children = [
         c
-        async for c in Prediction.objects.visible_to(user)
+        for c in Prediction.objects.visible_to(user)
         .filter(parent_id=prediction.pk)
         .only("id", "status", "created_at", "cancel_requested_at")
         .order_by("created_at")[:20]
@@ -567,20 +573,20 @@ async def detail_context(user: User, prediction: Prediction) -> dict[str, Any]:
 
 
 @require_GET
-async def prediction_detail(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
-    user = await request.auser()
-    prediction = await visible_prediction(user, pk)
+def prediction_detail(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+    user = request.user
+    prediction = visible_prediction(user, pk)
     if request.GET.get("fragment") == "output":
         # The same fragment as on the page: the live page swaps it in once a run ends.
-        context = {"user": user, **await output_context(prediction)}
+        context = {"user": user, **output_context(prediction)}
         return render(request, "predictions/detail.html#output", context)
-    return render(request, "predictions/detail.html", await detail_context(user, prediction))
+    return render(request, "predictions/detail.html", detail_context(user, prediction))
 
 
 @require_POST
 async def prediction_cancel(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     user = await request.auser()
-    prediction = await visible_prediction(user, pk)
+    prediction = await db(visible_prediction)(user, pk)
     if not (user.is_staff or prediction.owner_id == user.pk):
         raise PermissionDenied("Only its owner or staff can cancel a prediction.")
     if prediction.is_active:
@@ -594,12 +600,11 @@ async def prediction_cancel(request: HttpRequest, pk: uuid.UUID) -> HttpResponse
 
 
 @require_GET
-async def output_file(request: HttpRequest, pk: uuid.UUID, position: int) -> FileResponse:
+def output_file(request: HttpRequest, pk: uuid.UUID, position: int) -> FileResponse:
     """Our archived copy of an output file, to those who may see the prediction."""
-    user = await request.auser()
-    if not await Prediction.objects.visible_to(user).filter(pk=pk).aexists():
+    if not Prediction.objects.visible_to(request.user).filter(pk=pk).exists():
         raise Http404("No such prediction.")
-    output = await OutputFile.objects.filter(prediction_id=pk, position=position).afirst()
+    output = OutputFile.objects.filter(prediction_id=pk, position=position).first()
     if output is None or not output.file:
         raise Http404("No such output file.")
     # Images, audio and video inline (the page's players need that); the rest downloads
@@ -609,7 +614,7 @@ async def output_file(request: HttpRequest, pk: uuid.UUID, position: int) -> Fil
     content_type = output.content_type.split(";", 1)[0].strip().lower()
     if not shown:
         content_type = "application/octet-stream"
-    handle = await sync_to_async(output.file.open)("rb")
+    handle = output.file.open("rb")
     response = FileResponse(
         handle,
         as_attachment=not inline,
@@ -734,13 +739,13 @@ def summary_of(p: Prediction) -> str:
     return " · ".join(parts[:4])
 
 
-async def decorate_rows(rows: list[Prediction]) -> list[Prediction]:
+def decorate_rows(rows: list[Prediction]) -> list[Prediction]:
     """Each row's summary and first image output (all thumbnails in one query)."""
     images = OutputFile.objects.filter(
         prediction_id__in=[p.pk for p in rows], content_type__in=INLINE_TYPES
     ).filter(content_type__startswith="image/")
     thumbs: dict[uuid.UUID, dict[str, Any]] = {}
-    async for f in images.order_by("prediction_id", "position"):
+    for f in images.order_by("prediction_id", "position"):
         thumbs.setdefault(f.prediction_id, file_entry(f.prediction_id, f))
     for p in rows:
         p.thumbnail = thumbs.get(p.pk)
@@ -749,12 +754,12 @@ async def decorate_rows(rows: list[Prediction]) -> list[Prediction]:
 
 
 @require_GET
-async def history(request: HttpRequest) -> HttpResponse:
-    user = await request.auser()
+def history(request: HttpRequest) -> HttpResponse:
+    user = request.user
     filters = parse_filters(request.GET, user)
     # Members see only the models they may run: the others' names are not theirs to know.
     listed = CatalogModel.objects.all() if user.is_staff else CatalogModel.objects.runnable_by(user)
-    models = [m async for m in listed.only("id", "owner", "name", "title")]
+    models = list(listed.only("id", "owner", "name", "title"))
     qs = filtered_history(user, filters, models)
 
     # One row, for the live page: the feed says a prediction changed, the row is re-drawn.
@@ -764,10 +769,10 @@ async def history(request: HttpRequest) -> HttpResponse:
             pk = uuid.UUID(row_id)
         except ValueError:
             raise Http404("Not a prediction id.") from None
-        row = await qs.filter(pk=pk).afirst()
+        row = qs.filter(pk=pk).first()
         if row is None:
             return HttpResponse(status=204)  # gone, or not matching the filters
-        context = {"user": user, "p": (await decorate_rows([row]))[0]}
+        context = {"user": user, "p": decorate_rows([row])[0]}
         return render(request, "predictions/history.html#row", context)
 
     # Keyset pagination: constant time at any depth, unlike OFFSET.
@@ -777,7 +782,7 @@ async def history(request: HttpRequest) -> HttpResponse:
     if after:
         when, pk = after
         page_qs = qs.filter(Q(created_at__gt=when) | Q(created_at=when, pk__gt=pk))
-        rows = [p async for p in page_qs.order_by("created_at", "pk")[: size + 1]]
+        rows = list(page_qs.order_by("created_at", "pk")[: size + 1])
         has_newer = len(rows) > size
         rows = list(reversed(rows[:size]))
         has_older = True
@@ -785,11 +790,11 @@ async def history(request: HttpRequest) -> HttpResponse:
         if before:
             when, pk = before
             qs = qs.filter(Q(created_at__lt=when) | Q(created_at=when, pk__lt=pk))
-        rows = [p async for p in qs.order_by("-created_at", "-pk")[: size + 1]]
+        rows = list(qs.order_by("-created_at", "-pk")[: size + 1])
         has_older = len(rows) > size
         rows = rows[:size]
         has_newer = before is not None
-    rows = await decorate_rows(rows)
+    rows = decorate_rows(rows)
 
     params = request.GET.copy()
     for key in ("before", "after", "row"):
@@ -801,9 +806,7 @@ async def history(request: HttpRequest) -> HttpResponse:
         older_params["before"] = encode_cursor(rows[-1])
     owners = []
     if user.is_staff:
-        owners = [
-            u async for u in get_user_model().objects.order_by("username").only("id", "username")
-        ]
+        owners = list(get_user_model().objects.order_by("username").only("id", "username"))
     context = {
         "user": user,
         "nav": "history",

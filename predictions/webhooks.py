@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.cache import cache
@@ -26,6 +25,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from . import executors, upstream
+from .database import db
 from .models import ApiToken, Prediction, WebhookEvent
 
 logger = logging.getLogger(__name__)
@@ -50,14 +50,14 @@ async def signing_secret(upstream_id: str) -> str:
     (fetched once an hour per token; each Replicate account has its own)."""
     if settings.REPLICATE_WEBHOOK_SECRET:
         return settings.REPLICATE_WEBHOOK_SECRET
-    token = await sync_to_async(_token_for)(upstream_id)
+    token = await db(_token_for)(upstream_id)
     if token is None:
         return ""
     key = f"replicate:webhook-secret:{token.pk}:{token.last_four}"
     secret = await cache.aget(key)
     if not secret:
         try:
-            creds = await sync_to_async(upstream.credentials_for)(token)
+            creds = await db(upstream.credentials_for)(token)
             secret = await upstream.webhook_signing_secret(creds)
         except upstream.UpstreamError as exc:
             logger.warning("cannot check a webhook: no signing secret: %s", exc)
@@ -87,18 +87,14 @@ async def replicate_webhook(request: HttpRequest) -> HttpResponse:
 
     status = str(payload.get("status") or "")[:16]
     try:
-        await WebhookEvent.objects.acreate(
+        await db(WebhookEvent.objects.create)(
             webhook_id=request.headers["webhook-id"][:200], upstream_id=upstream_id, status=status
         )
     except IntegrityError:
         return HttpResponse("Already received.", content_type="text/plain")
 
-    prediction_id = await (
-        Prediction.objects.active()
-        .filter(upstream_id=upstream_id)
-        .values_list("pk", flat=True)
-        .afirst()
-    )
+    active = Prediction.objects.active().filter(upstream_id=upstream_id)
+    prediction_id = await db(active.values_list("pk", flat=True).first)()
     if prediction_id is not None:
         await executors.submit(prediction_id)
     return HttpResponse("OK", content_type="text/plain")

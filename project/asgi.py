@@ -8,10 +8,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 # Initialise Django (apps, models) before anything imports them.
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.auth import CookieMiddleware  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.sessions import SessionMiddleware  # noqa: E402
 
+from predictions.database import WebsocketAuthMiddleware  # noqa: E402
 from predictions.executors import ServerLifecycle  # noqa: E402
 from predictions.routing import websocket_urlpatterns  # noqa: E402
 
@@ -22,7 +24,10 @@ application = ServerLifecycle(
         {
             "http": django_asgi_app,
             "websocket": AllowedHostsOriginValidator(
-                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+                # Channels' AuthMiddlewareStack, with the user read in a database thread.
+                CookieMiddleware(
+                    SessionMiddleware(WebsocketAuthMiddleware(URLRouter(websocket_urlpatterns)))
+                )
             ),
         }
     )

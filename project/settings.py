@@ -176,6 +176,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The user is read in a database thread, so async views hold no connection; an
+    # exhausted database answers 503 (predictions/database.py).
+    "predictions.database.UserMiddleware",
     # Every page needs a login except those marked @login_not_required.
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -234,9 +237,11 @@ def database_config() -> dict:
     if config["ENGINE"] == "django.db.backends.sqlite3":
         config["OPTIONS"] = SQLITE_OPTIONS
     if config["ENGINE"] == "django.db.backends.postgresql":
-        # Django's psycopg 3 pool; connections go back to the pool after each request.
+        # Django's psycopg 3 pool. Connections go back to it after each unit of work
+        # (predictions/database.py), so its size need not grow with the number of users;
+        # when the database is exhausted a request waits `timeout` s, then gets a 503.
         config["CONN_MAX_AGE"] = 0
-        config.setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": 20, "timeout": 10}
+        config.setdefault("OPTIONS", {})["pool"] = {"min_size": 2, "max_size": 20, "timeout": 5}
     return config
 
 

@@ -156,15 +156,15 @@ def free_port() -> int:
 @pytest.fixture
 def console_servers() -> Iterator[Callable[..., ConsoleServer]]:
     """`console_servers(port=None, webhooks=False, **env)` starts a console daphne (on `port`,
-    say the one a killed server had); `webhooks` sets PUBLIC_URL to its own address.
-    All are stopped when the test ends."""
+    say the one a killed server had); `webhooks` sets PUBLIC_URL to its own address. The
+    executor is inline unless `env` says otherwise. All are stopped when the test ends."""
     started: list[ConsoleServer] = []
 
     def start(port: int | None = None, webhooks: bool = False, **env: str) -> ConsoleServer:
         port = port or free_port()
         if webhooks:
             env["PUBLIC_URL"] = f"http://127.0.0.1:{port}"
-        server = ConsoleServer(port, console_env(PREDICTION_EXECUTOR="inline", **env))
+        server = ConsoleServer(port, console_env(**{"PREDICTION_EXECUTOR": "inline", **env}))
         started.append(server)
         return server
 
