@@ -9,14 +9,16 @@ the final output, row writes per prediction, and the runner
 process's memory per prediction in flight.
 
     .venv/bin/python bench/engine.py [--levels 1:20,50:20,200:200] [--tokens 200]
-        [--ramp 25] [--executors inline,celery]
+        [--ramp 25] [--executors inline,celery] [--submit socket|form]
 
 A level is N:MS, N streams with a token every MS milliseconds. 20 ms is a fast language
 model (50 tokens/s); N=200 runs at 200 ms so the machine is not saturated: on 2 CPUs one
 sandbox process keeps about 2,500 tokens/s on time (bench/sandbox_capacity.py) and the
 console, the bench's browsers, PostgreSQL and Redis share the same cores. Try
 `--levels 200:80` to see a saturated machine. Streams start `--ramp` per second, so a
-level measures N predictions in flight together, not a thundering herd of creates.
+level measures N predictions in flight together, not a thundering herd of creates;
+`--ramp 0` is that herd: a burst, everyone pressing Run at the same instant (`--submit form`
+does it through the model page's form, as people do).
 `--executors celery-fed` adds the other worker design (solo pool, tasks feed the event
 loop and return at once: bench/fed_worker.py) for comparison with the threads pool.
 
@@ -140,30 +142,62 @@ def prompt_for(index: int) -> str:
     return f"bench {index} {uuid.uuid4().hex[:8]}"
 
 
+async def submit_by_socket(base: str, cookie: str, model_input: dict[str, Any]) -> str:
+    """Submit as the history page's feed does; the new prediction's id."""
+    feed = await open_socket(f"{base.replace('http://', 'ws://')}/ws/predictions/", cookie)
+    feed.send_json({"type": "submit", "model": "sandbox/text", "input": model_input})
+    while (reply := await feed.receive())["type"] != "submitted":
+        if reply["type"] == "error":
+            raise RuntimeError(reply["message"])
+    feed.close()
+    return reply["id"]
+
+
+# Any 32 letters do as a CSRF secret when the cookie and the form field agree.
+CSRF = "bench" * 6 + "ok"
+
+
+async def submit_by_form(base: str, cookie: str, model_input: dict[str, Any]) -> str:
+    """Submit as a person pressing Run on the model page does; the new prediction's id."""
+    form = {"csrfmiddlewaretoken": CSRF, **{k: str(v) for k, v in model_input.items()}}
+    async with httpx.AsyncClient(timeout=120) as client:
+        response = await client.post(
+            f"{base}/models/sandbox/text/",
+            data=form,
+            headers={"Cookie": f"{cookie}; csrftoken={CSRF}"},
+        )
+    if response.status_code != 303:
+        raise RuntimeError(f"HTTP {response.status_code}")
+    return response.headers["location"].rstrip("/").rsplit("/", 1)[-1]
+
+
+SUBMITS = {"socket": submit_by_socket, "form": submit_by_form}
+
+
 async def console_stream(
-    base: str, cookie: str, index: int, tokens: int, delay: int, start: float = 0.0
+    base: str,
+    cookie: str,
+    index: int,
+    tokens: int,
+    delay: int,
+    start: float = 0.0,
+    submit: str = "socket",
 ) -> Stream:
     stream = Stream(prompt=prompt_for(index))
     await asyncio.sleep(start)
     ws_base = base.replace("http://", "ws://")
     started = time.perf_counter()
-    stage = "connecting"
+    stage = "submitting"
     try:
-        feed = await open_socket(f"{ws_base}/ws/predictions/", cookie)
         model_input = {
             "prompt": stream.prompt,
             "seed": SEED,
             "max_tokens": tokens,
             "token_delay_ms": delay,
         }
-        feed.send_json({"type": "submit", "model": "sandbox/text", "input": model_input})
-        stage = "submitting"
-        while (reply := await feed.receive())["type"] != "submitted":
-            if reply["type"] == "error":
-                raise RuntimeError(reply["message"])
-        feed.close()
+        prediction_id = await SUBMITS[submit](base, cookie, model_input)
         stage = "watching"
-        watch = await open_socket(f"{ws_base}/ws/predictions/{reply['id']}/", cookie)
+        watch = await open_socket(f"{ws_base}/ws/predictions/{prediction_id}/", cookie)
         seq = -1
         while True:
             message = await watch.receive()
@@ -461,7 +495,8 @@ def run_console(
                                 i,
                                 args.tokens,
                                 delay,
-                                i / args.ramp,
+                                i / args.ramp if args.ramp else 0.0,
+                                args.submit,
                             )
                             for i in range(n)
                         ]
@@ -484,7 +519,10 @@ def run_direct(
         transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=n + 10))
         client = replicate.Client(api_token=TOKEN, base_url=sandbox_url, transport=transport)
         return await gather_streams(
-            [direct_stream(client, i, args.tokens, delay, i / args.ramp) for i in range(n)]
+            [
+                direct_stream(client, i, args.tokens, delay, i / args.ramp if args.ramp else 0.0)
+                for i in range(n)
+            ]
         )
 
     asyncio.run(level(1, 0))  # warm-up
@@ -541,7 +579,12 @@ def main() -> None:
     parser.add_argument("--levels", default="1:20,50:20,200:200", help="N:MS,N:MS,...")
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--executors", default="inline,celery")
-    parser.add_argument("--ramp", type=float, default=25.0, help="new streams per second")
+    parser.add_argument(
+        "--ramp", type=float, default=25.0, help="new streams per second (0: all at once)"
+    )
+    parser.add_argument(
+        "--submit", choices=sorted(SUBMITS), default="socket", help="feed websocket or web form"
+    )
     parser.add_argument("--prepare", metavar="SANDBOX_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.prepare:
@@ -566,8 +609,9 @@ def main() -> None:
         with run_sandbox_server() as sandbox_url, scratch_database() as database_url:
             os.environ["DATABASE_URL"] = database_url
             cookies = prepare(sandbox_url)
+            pace = f"{args.ramp:g} new streams per second" if args.ramp else "all at once"
             print(
-                f"{args.tokens} tokens per stream, {args.ramp:g} new streams per second; "
+                f"{args.tokens} tokens per stream, {pace}, submitted by {args.submit}; "
                 f"database {database_url.split(':')[0]}; sandbox {sandbox_url}"
             )
             results: list[Result] = []
