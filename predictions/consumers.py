@@ -31,7 +31,7 @@ from typing import Any
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.urls import reverse
 
-from . import events
+from . import events, untrusted
 from .database import db
 from .models import CatalogModel, Prediction
 
@@ -256,7 +256,7 @@ class FeedConsumer(JsonMessagesConsumer):
         from . import executors, schema
 
         ref, data = content.get("model"), content.get("input", {})
-        if not isinstance(ref, str) or ref.count("/") != 1:
+        if not isinstance(ref, str) or ref.count("/") != 1 or untrusted.problem(ref):
             await self.error("'model' must be \"owner/name\".", {"model": ["Unknown model."]})
             return
         if not isinstance(data, dict):

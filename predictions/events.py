@@ -293,7 +293,7 @@ def serialize_prediction(
         "version": prediction.version,
         "status": prediction.status,
         "canceling": prediction.is_canceling,
-        "input": prediction.input,
+        "input": prediction.public_input,  # events reach members: no hidden values
         "output": prediction.output,
         "text_output": prediction.text_output,
         "logs": prediction.logs,

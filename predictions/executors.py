@@ -69,6 +69,7 @@ async def start_prediction(
         model_ref=model.ref,
         version=model.version,
         input=input,
+        hidden_inputs=list(model.hidden_inputs or []),
         source=source,
         parent=parent,
     )

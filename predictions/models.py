@@ -1,5 +1,6 @@
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
@@ -232,7 +233,10 @@ class Prediction(models.Model):
     model_ref = models.CharField("model", max_length=201)
     version = models.CharField(max_length=64, blank=True)
     input = models.JSONField(default=dict)
-    # The input's values as one string, for the history's search.
+    # Inputs an admin set and hid from members (the model's hidden_inputs when it ran):
+    # only staff see their values.
+    hidden_inputs = models.JSONField(default=list, blank=True, editable=False)
+    # The input's visible values as one string, for the history's search.
     input_text = models.TextField(blank=True, editable=False)
     status = models.CharField(max_length=16, choices=Status, default=Status.QUEUED)
     upstream_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
@@ -270,11 +274,20 @@ class Prediction(models.Model):
         return f"{self.model_ref} · {self.id}"
 
     def save(self, *args: object, **kwargs: object) -> None:
-        self.input_text = input_as_text(self.input)
+        self.input_text = input_as_text(self.public_input)
         update_fields = kwargs.get("update_fields")
         if update_fields is not None and "input" in update_fields:
             kwargs["update_fields"] = {*update_fields, "input_text"}
         super().save(*args, **kwargs)
+
+    @property
+    def public_input(self) -> dict[str, Any]:
+        """The input as members see it: without the values an admin hid."""
+        hidden = set(self.hidden_inputs or [])
+        return {k: v for k, v in (self.input or {}).items() if k not in hidden}
+
+    def input_for(self, user: AbstractBaseUser | AnonymousUser) -> dict[str, Any]:
+        return dict(self.input or {}) if user.is_staff else self.public_input
 
     @property
     def is_active(self) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import upstream
+from . import untrusted, upstream
 
 if TYPE_CHECKING:
     from .models import CatalogModel
@@ -362,7 +362,8 @@ def clean_input(model: "CatalogModel", data: Mapping[str, Any]) -> dict[str, Any
     errors: dict[str, list[str]] = {}
     for name in data:
         if name not in specs:
-            errors[name] = [f"This model has no input called “{name}”."]
+            shown = untrusted.scrub(name)
+            errors[shown] = [f"This model has no input called “{shown}”."]
     cleaned: dict[str, Any] = {}
     for name, spec in specs.items():
         if name in hidden:
@@ -381,6 +382,11 @@ def clean_input(model: "CatalogModel", data: Mapping[str, Any]) -> dict[str, Any
             cleaned[name] = coerce(spec, value)
         except ValueError as exc:
             errors[name] = [str(exc)]
+            continue
+        # Checked after coercion: JSON text can spell NUL as an escape.
+        reason = untrusted.problem(cleaned[name])
+        if reason:
+            errors[name] = [f"This value cannot be saved: {reason}."]
     if errors:
         raise InvalidInput(errors)
     return cleaned

@@ -48,7 +48,7 @@ from replicate.prediction import Prediction as ClientPrediction
 from replicate.stream import EventSource
 from replicate.webhook import WebhookSigningSecret
 
-from . import crypto
+from . import crypto, untrusted
 
 try:  # replicate 1.0.7 models are pydantic v1 (the v1 shim under pydantic 2)
     from pydantic.v1 import ValidationError
@@ -112,6 +112,8 @@ class UpstreamError(Exception):
         retry_after: float | None = None,
         invalid_fields: dict[str, str] | None = None,
     ) -> None:
+        # Messages quote Replicate's answers, which are untrusted text.
+        message = untrusted.scrub(message)
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -474,7 +476,9 @@ def _plain(value: Any) -> Any:
 
 
 def _prediction_dict(prediction: ClientPrediction) -> dict[str, Any]:
-    return {name: _plain(getattr(prediction, name, None)) for name in PREDICTION_FIELDS}
+    """The prediction as plain JSON, made storable (model output is untrusted text)."""
+    plain = {name: _plain(getattr(prediction, name, None)) for name in PREDICTION_FIELDS}
+    return untrusted.scrub(plain)
 
 
 # ---------------------------------------------------------------------------- predictions
@@ -581,13 +585,14 @@ async def stream_events(
             kind = sse.event.value
             if kind == "done":
                 seen_done = True
-            yield StreamEvent(kind, str(sse.data), str(sse.id))
+            yield StreamEvent(kind, untrusted.scrub(str(sse.data)), str(sse.id))
             if seen_done:
                 return
     except RuntimeError as exc:
         if not _raised_for_error_event(exc):
             raise  # a real bug, e.g. a client used from a closed event loop
-        yield StreamEvent("error", _error_detail(str(exc.args[0]) if exc.args else ""), "")
+        detail = _error_detail(str(exc.args[0]) if exc.args else "")
+        yield StreamEvent("error", untrusted.scrub(detail), "")
         return
     except (ReplicateError, httpx.HTTPError, ValueError, UpstreamError) as exc:
         error = _map_exception(exc, creds)

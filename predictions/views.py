@@ -211,7 +211,13 @@ async def render_form(
 def recent_runs(user: User, model: CatalogModel) -> list[Prediction]:
     recent = list(
         Prediction.objects.filter(owner_id=user.pk, model_id=model.pk).only(
-            "id", "status", "created_at", "completed_at", "input", "cancel_requested_at"
+            "id",
+            "status",
+            "created_at",
+            "completed_at",
+            "input",
+            "hidden_inputs",
+            "cancel_requested_at",
         )[:5]
     )
     for p in recent:
@@ -431,9 +437,9 @@ def _only_urls(value: Any) -> bool:
     return False
 
 
-def input_rows(prediction: Prediction) -> list[dict[str, Any]]:
+def input_rows(values: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
-    for key, value in (prediction.input or {}).items():
+    for key, value in values.items():
         row: dict[str, Any] = {"name": key, "value": value, "kind": "text"}
         if isinstance(value, str) and value.startswith("data:"):
             row["kind"] = "data"
@@ -546,16 +552,16 @@ def detail_context(user: User, prediction: Prediction) -> dict[str, Any]:
         "children": children,
         "timeline": timeline(prediction),
         "extra_metrics": extra_metrics(prediction.metrics),
-        "inputs": input_rows(prediction),
+        "inputs": input_rows(prediction.input_for(user)),
         "can_cancel": prediction.is_active and (user.is_staff or prediction.owner_id == user.pk),
-        "snippet": api_snippet(model, prediction.input) if model else "",
+        "snippet": api_snippet(model, prediction.input_for(user)) if model else "",
         "config": {
             "id": str(prediction.pk),
             "status": prediction.status,
             "canceling": prediction.is_canceling,
             "seq": prediction.event_seq,
             "model": prediction.model_ref,
-            "input": prediction.input,
+            "input": prediction.public_input,
             "created_at": prediction.created_at.isoformat(),
             "started_at": prediction.started_at.isoformat() if prediction.started_at else None,
             "completed_at": (
@@ -714,6 +720,7 @@ def filtered_history(user: User, filters: HistoryFilters, models: list[CatalogMo
         "status",
         "input_text",
         "input",
+        "hidden_inputs",
         "created_at",
         "started_at",
         "completed_at",
@@ -727,7 +734,7 @@ def filtered_history(user: User, filters: HistoryFilters, models: list[CatalogMo
 
 def summary_of(p: Prediction) -> str:
     """What a row shows of the input: the prompt if there is one, else its short values."""
-    values = p.input if isinstance(p.input, dict) else {}
+    values = p.public_input
     prompt = values.get("prompt")
     if isinstance(prompt, str) and prompt.strip():
         return prompt

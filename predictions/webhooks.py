@@ -24,7 +24,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import executors, upstream
+from . import executors, untrusted, upstream
 from .database import db
 from .models import ApiToken, Prediction, WebhookEvent
 
@@ -77,6 +77,9 @@ async def replicate_webhook(request: HttpRequest) -> HttpResponse:
         return HttpResponse("Not a JSON body.", status=400, content_type="text/plain")
     if not isinstance(payload, dict) or not isinstance(payload.get("id"), str):
         return HttpResponse("Not a prediction.", status=400, content_type="text/plain")
+    if untrusted.problem([payload["id"], str(payload.get("status"))]):
+        # The two fields stored here; the runner asks Replicate for the rest itself.
+        return HttpResponse("Not a prediction id.", status=400, content_type="text/plain")
     upstream_id = payload["id"]
     # Before the signature is checked the body is only used to pick which secret to try.
     secret = await signing_secret(upstream_id)
