@@ -9,7 +9,11 @@ on a worker's event loop). It is safe to call any number of times, anywhere:
   lost the row (another one took over) finds out at its next write and stops.
   A live runner writes at least every lease/6 seconds (a heartbeat when idle).
 - **Create once.** The upstream id is written the moment the create returns; a runner
-  that finds it set resumes that prediction (polling) and never creates another.
+  that finds it set resumes that prediction (polling) and never creates another. A runner
+  that died between the create and that write (or a create whose answer was lost on the
+  network) left a prediction upstream that no row names: the next runner looks for it
+  among the account's recent predictions (same model, version and input, created after
+  the row, not another row's) and adopts it rather than creating a second.
 - **Events.** Tokens, logs, progress and status go out as numbered events (events.py),
   batched: the first at once, then at most every BATCH_SECONDS. The row is written about
   once a second, never per token, with `event_seq` in the same UPDATE as the text and
@@ -42,7 +46,6 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from django.utils.text import get_valid_filename
 
 from . import events, upstream
@@ -67,6 +70,9 @@ CREATE_MAX_WAIT_SECONDS = 30.0
 # Consecutive failed reads (5xx, network) before the prediction is given up as failed.
 READ_ATTEMPTS = 8
 # Output files larger than this stay on Replicate (their URL is kept).
+
+# Clocks differ: look for an unrecorded create this long before the row was written.
+CLOCK_SKEW = timedelta(minutes=2)
 
 UPSTREAM_TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 _CONSOLE_STATUS = {
@@ -114,11 +120,7 @@ def _human_duration(seconds: float) -> str:
     return f"{seconds:g} seconds"
 
 
-def _timestamp(value: Any) -> datetime | None:
-    if isinstance(value, str) and value:
-        with contextlib.suppress(ValueError):
-            return parse_datetime(value.replace("Z", "+00:00"))
-    return None
+_timestamp = upstream.parse_time
 
 
 # ---------------------------------------------------------------------------- claims
@@ -200,6 +202,11 @@ def _file_name(url: str, position: int, content_type: str) -> str:
             return base[-100:]
     extension = mimetypes.guess_extension(content_type) or ""
     return f"output-{position}{extension}"
+
+
+def _recorded_ids(upstream_ids: list[str]) -> set[str]:
+    recorded = Prediction.objects.filter(upstream_id__in=upstream_ids)
+    return set(recorded.values_list("upstream_id", flat=True))
 
 
 def _existing_files(prediction_id: uuid.UUID) -> dict[int, OutputFile]:
@@ -398,6 +405,11 @@ class Run:
 
     async def _drive(self) -> dict[str, Any]:
         """Create (or pick up) the upstream prediction and follow it to a terminal state."""
+        if self.resumed and self.upstream_id is None:
+            # The last runner claimed the row, so it may have created upstream and died.
+            found = await self._created_unrecorded()
+            if found is not None:
+                self.upstream_id = str(found["id"])  # recorded by the reset below
         if self.resumed:
             data = await self._read() if self.upstream_id else None
             await self._reset(data)
@@ -446,7 +458,11 @@ class Run:
                 raise
             except UpstreamError as exc:
                 # A 429 (or a 5xx) says nothing was created; a network error might have
-                # created one we would never see, so that one is not retried.
+                # created one, so that one is looked for rather than created again.
+                if exc.kind in ("network", "timeout"):
+                    found = await self._created_unrecorded()
+                    if found is not None:
+                        return found
                 if exc.kind not in ("rate_limited", "server"):
                     raise
                 if attempt == CREATE_ATTEMPTS:
@@ -459,6 +475,32 @@ class Run:
                 logger.info("prediction %s: create attempt %d: %s", self.pk, attempt, exc)
                 await asyncio.sleep(min(wait, CREATE_MAX_WAIT_SECONDS))
         raise AssertionError("unreachable")
+
+    async def _created_unrecorded(self) -> dict[str, Any] | None:
+        """The upstream prediction a create for this row made, if one exists that no row
+        has recorded (see "Create once" above); None when there is none (or no way to ask)."""
+        assert self.creds is not None
+        try:
+            recent = await upstream.recent_predictions(self.creds, self.p.created_at - CLOCK_SKEW)
+        except UpstreamError as exc:
+            logger.warning("prediction %s: cannot look for an earlier create: %s", self.pk, exc)
+            return None
+        ours = [
+            data
+            for data in recent
+            if data.get("model") == self.p.model_ref
+            and (not self.p.version or data.get("version") == self.p.version)
+            and data.get("input") == self.p.input
+        ]
+        if not ours:
+            return None
+        taken = await db(_recorded_ids)([str(data["id"]) for data in ours])
+        # Oldest first: of identical runs, the earliest create is the earliest row's.
+        for data in reversed(ours):
+            if str(data["id"]) not in taken:
+                logger.info("prediction %s: adopting %s, created earlier", self.pk, data["id"])
+                return data
+        return None
 
     async def _read(self) -> dict[str, Any]:
         """GET the prediction, retrying transient failures a bounded number of times."""

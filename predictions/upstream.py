@@ -538,6 +538,39 @@ async def cancel_prediction(creds: Credentials, upstream_id: str) -> dict[str, A
     return _prediction_dict(prediction)
 
 
+async def recent_predictions(
+    creds: Credentials, since: datetime, *, max_pages: int = 5
+) -> list[dict[str, Any]]:
+    """The account's predictions created since `since`, newest first (a few pages at most:
+    this looks for one that was just created)."""
+    client = _client(creds)
+    found: list[dict[str, Any]] = []
+    cursor: Any = ...
+    with _translated(creds):
+        for _ in range(max_pages):
+            page = await client.predictions.async_list(cursor)
+            for prediction in page.results:
+                data = _prediction_dict(prediction)
+                created = parse_time(data.get("created_at"))
+                if created is not None and created < since:
+                    return found
+                found.append(data)
+            if not page.next:
+                break
+            cursor = page.next
+    return found
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A timestamp as Replicate writes it ("…Z"); None if it is not one."""
+    if not isinstance(value, str):
+        return None
+    with contextlib.suppress(ValueError):
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
 def _error_detail(data: str) -> str:
     """The message of a server `error` event: JSON {"detail": ...} or plain text."""
     with contextlib.suppress(ValueError):

@@ -2,15 +2,17 @@
 
 The sandbox's demo models are well behaved; real models are not bound to be. This server
 speaks just enough of the API for the official client (create, get, cancel; no stream, so
-the console polls), and what each prediction returns is chosen by its `prompt` (SCENARIOS):
+the console polls), and what each prediction returns is chosen by its `prompt` (see `scenarios`):
 NUL characters and lone surrogates in output, logs and errors, output nested too deep,
-HTML and SVG files. Fixture: ``hostile_upstream`` is its base URL (give it to an ApiToken).
+HTML and SVG files, and a create whose answer is lost. Fixture: ``hostile_upstream`` is
+its base URL (give it to an ApiToken).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -50,6 +52,8 @@ def scenarios(base: str) -> dict[str, dict[str, Any]]:
             "output": [f"{base}/delivery/page.html", f"{base}/delivery/picture.svg"],
             "logs": "",
         },
+        # The create is carried out, but its answer never arrives (the connection drops).
+        "lost-create": {"status": "succeeded", "output": "made once", "logs": ""},
         "markup": {
             "status": "succeeded",
             "output": "<script>alert('out')</script><img src=x onerror=alert(1)>",
@@ -129,6 +133,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's names
         parts = self.path.strip("/").split("/")
+        if parts == ["v1", "predictions"]:
+            newest_first = sorted(self.server.predictions.values(), key=lambda p: p["id"])[::-1]
+            self.answer(200, {"next": None, "previous": None, "results": newest_first})
+            return
         if parts[:2] == ["v1", "predictions"] and len(parts) == 3:
             if parts[2] in self.server.predictions:
                 self.answer(200, self.server.read(parts[2]))
@@ -145,10 +153,16 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         parts = self.path.strip("/").split("/")
-        if parts == ["v1", "predictions"]:
-            self.answer(201, self.server.create(body, "hostile/model"))
-        elif parts[:2] == ["v1", "models"] and parts[4:] == ["predictions"]:
-            self.answer(201, self.server.create(body, f"{parts[2]}/{parts[3]}"))
+        if parts == ["v1", "predictions"] or (
+            parts[:2] == ["v1", "models"] and parts[4:] == ["predictions"]
+        ):
+            model = "hostile/model" if len(parts) == 2 else f"{parts[2]}/{parts[3]}"
+            prediction = self.server.create(body, model)
+            if prediction["input"].get("prompt") == "lost-create":
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            self.answer(201, prediction)
         elif parts[:2] == ["v1", "predictions"] and parts[3:] == ["cancel"]:
             prediction = self.server.predictions[parts[2]]
             if prediction["status"] not in {"succeeded", "failed"}:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import User
+from django.utils import timezone
 
 from predictions import events, runner, upstream
 from predictions.models import OutputFile, Prediction
@@ -326,3 +329,30 @@ def test_progress_is_read_from_tqdm_lines() -> None:
 
     assert events.parse_progress(logs) == {"percent": 40.0, "current": 4, "total": 10}
     assert events.parse_progress("no progress here\n") is None
+
+
+async def test_a_runner_that_died_before_saving_the_upstream_id_is_resumed_not_repeated(
+    sandbox_model: MakeModel, member: User, sandbox_url: str, sandbox_token: str
+) -> None:
+    model = await sandbox_model("text")
+    prompt = f"orphan {uuid.uuid4().hex}"
+    model_input = {"prompt": prompt, "seed": 4, "max_tokens": 30, "token_delay_ms": 5}
+    # What a runner killed right after its create leaves: a claimed row naming no upstream
+    # prediction, gone quiet, and the prediction running upstream.
+    row = await Prediction.objects.acreate(
+        owner=member, model=model, model_ref=model.ref, input=model_input, status="starting"
+    )
+    quiet = timezone.now() - timedelta(seconds=2 * runner.lease_seconds())
+    await Prediction.objects.filter(pk=row.pk).aupdate(updated_at=quiet)
+    creds = await sync_to_async(upstream.credentials_for)(model.token)
+    created = await upstream.create_prediction(
+        creds, model_ref=model.ref, version="", input=model_input, stream=True
+    )
+
+    assert await runner.run_prediction(row.pk) == "finished"
+
+    final = await Prediction.objects.aget(pk=row.pk)
+    assert final.upstream_id == created["id"]
+    assert final.status == "succeeded"
+    assert final.text_output == expected_text(prompt, 4, 30)
+    assert await creates_for(sandbox_url, sandbox_token, prompt) == 1

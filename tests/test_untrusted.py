@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -139,6 +140,22 @@ async def test_markup_in_output_and_logs_is_shown_as_text(
     assert "onerror=alert(1)>" not in html
     assert "&lt;script&gt;alert(" in html
     assert "<b>bold</b>" not in html
+
+
+@hostile
+@pytest.mark.usefixtures("inline_runs")
+async def test_a_create_whose_answer_was_lost_is_found_and_followed_not_made_twice(
+    hostile_upstream: str, member: User
+) -> None:
+    done = await run_hostile(hostile_upstream, member, "lost-create")
+
+    assert done.status == Prediction.Status.SUCCEEDED
+    assert done.output == "made once"
+    async with httpx.AsyncClient() as client:
+        listed = await client.get(f"{hostile_upstream}/v1/predictions")
+    upstream = listed.json()["results"]
+    ours = [p for p in upstream if p["model"] == done.model_ref]
+    assert [p["id"] for p in ours] == [done.upstream_id]
 
 
 # ---------------------------------------------------------------------------- input
