@@ -698,7 +698,8 @@ def filtered_history(user: User, filters: HistoryFilters, models: list[CatalogMo
         qs = qs.filter(owner_id=int(filters.owner))
     if filters.since:
         qs = qs.filter(created_at__gte=day_start(filters.since))
-    if filters.until:
+    # The last day of the calendar has no day after it: "until then" is no bound at all.
+    if filters.until and filters.until < date.max:
         qs = qs.filter(created_at__lt=day_start(filters.until + timedelta(days=1)))
     if filters.q:
         qs = qs.filter(input_text__icontains=filters.q)

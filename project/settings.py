@@ -60,17 +60,29 @@ def env_url(name: str, schemes: set[str]) -> str:
     return raw.rstrip("/")
 
 
+def private_var_dir() -> None:
+    """var/ holds the SQLite database, its WAL, secrets and archived media: only the
+    console's own user may enter it (files inside keep the umask's mode; the directory
+    is what keeps other local users out)."""
+    VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # One made by an older console has the umask's mode; tighten it only when it is
+    # surely ours (it holds our secrets), never a directory VAR_DIR merely points into.
+    if VAR_DIR.stat().st_mode & 0o077 and (VAR_DIR / "secrets.json").exists():
+        VAR_DIR.chmod(0o700)
+
+
 def local_secrets() -> dict[str, str]:
     """Secrets for embedded mode, generated once into var/ so restarts keep sessions and tokens."""
     path = VAR_DIR / "secrets.json"
     if path.exists():
+        private_var_dir()
         return json.loads(path.read_text())
     values = {
         "SECRET_KEY": secrets.token_urlsafe(50),
         "TOKEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "SANDBOX_API_TOKENS": "r8_sandbox_" + secrets.token_hex(16),
     }
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    private_var_dir()
     # Write privately, then link into place: if two processes start at once, the first
     # link wins and both read the same secrets.
     draft = path.with_name(f".secrets.{os.getpid()}.tmp")
@@ -213,7 +225,7 @@ SQLITE_OPTIONS = {
 def database_config() -> dict:
     raw = env_str("DATABASE_URL")
     if not raw:
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        private_var_dir()
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "db.sqlite3",

@@ -60,6 +60,26 @@ def test_embedded_mode_needs_no_variables_and_keeps_its_generated_secrets(tmp_pa
     assert oct(secrets_file.stat().st_mode & 0o777) == "0o600"
 
 
+def test_embedded_mode_keeps_var_private(tmp_path: Path) -> None:
+    result = manage(tmp_path, "migrate", "--no-input")
+
+    assert result.returncode == 0, result.stderr
+    var = tmp_path / "var"
+    # The database, its WAL and archived media live in var/: no other local user may enter.
+    assert (var / "db.sqlite3").exists()
+    assert oct(var.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_var_made_by_an_older_console_is_made_private(tmp_path: Path) -> None:
+    assert manage(tmp_path, "check").returncode == 0
+    var = tmp_path / "var"
+    var.chmod(0o755)
+
+    assert manage(tmp_path, "check").returncode == 0
+
+    assert oct(var.stat().st_mode & 0o777) == "0o700"
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
