@@ -28,17 +28,19 @@ import logging
 import uuid
 from typing import Any
 
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.urls import reverse
 
 from . import events
-from .models import CatalogModel, Prediction
+from .models import NAME_VALIDATOR, CatalogModel, Prediction
 from .runner import db
 
 logger = logging.getLogger(__name__)
 
 # Close code for "not yours" (the browser stops reconnecting).
 FORBIDDEN = 4403
+# Close code for a path no consumer serves.
+NOT_FOUND = 4404
 # Re-read the row after these many seconds while a gap stays open, then every last one.
 HEAL_DELAYS = (0.25, 0.5, 1.0, 2.0, 5.0)
 
@@ -67,9 +69,34 @@ def _runnable(user: Any, owner: str, name: str) -> CatalogModel | None:
     return CatalogModel.objects.runnable_by(user).filter(owner=owner, name=name).first()
 
 
+def has_lone_surrogate(content: Any) -> bool:
+    """Whether decoded JSON holds a lone surrogate in any string or key.
+
+    A websocket text frame is valid UTF-8, but JSON's `\\ud800` escape still decodes to
+    a lone surrogate, and such a string cannot be encoded again: not stored, not logged,
+    not sent. A loop, not recursion: the content may be nested nearly to the limit.
+    """
+    pending = [content]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 class JsonMessagesConsumer(AsyncJsonWebsocketConsumer):
-    """Binary frames and text that is not JSON (or absurdly nested) get an `error` message
-    rather than crashing the connection: undecodable text reaches receive_json as None."""
+    """The boundary of both consumers: only a JSON value made of real text reaches
+    receive_json. Binary or empty frames, text that is not JSON (or absurdly nested) and
+    lone surrogates get an `error` message and the connection stays open."""
 
     group: str
 
@@ -77,17 +104,36 @@ class JsonMessagesConsumer(AsyncJsonWebsocketConsumer):
         if getattr(self, "joined", False):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def decode_json(self, text_data: str) -> Any:
-        try:
-            return await super().decode_json(text_data)
-        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
-            return None
-
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if text_data is None:
-            await self.send_json({"type": "error", "message": "Send JSON text messages."})
+        if not text_data:
+            await self.send_error("Send JSON text messages.")
             return
-        await super().receive(text_data=text_data, bytes_data=bytes_data)
+        try:
+            content = await self.decode_json(text_data)
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
+            await self.send_error("Not JSON.")
+            return
+        if has_lone_surrogate(content):
+            await self.send_error(
+                "Text must be valid Unicode (a lone surrogate such as \\ud800 is not)."
+            )
+            return
+        await self.receive_json(content)
+
+    async def send_error(self, message: str, errors: dict[str, list[str]] | None = None) -> None:
+        reply: dict[str, Any] = {"type": "error", "message": message}
+        if errors is not None:
+            reply["errors"] = errors
+        await self.send_json(reply)
+
+
+class UnknownPathConsumer(AsyncWebsocketConsumer):
+    """Any websocket path no route matches: closed with 4404, no traceback, no login."""
+
+    async def connect(self) -> None:
+        # Accept first so the client sees our close code, not a failed handshake.
+        await self.accept()
+        await self.close(code=NOT_FOUND)
 
 
 class PredictionConsumer(JsonMessagesConsumer):
@@ -119,13 +165,11 @@ class PredictionConsumer(JsonMessagesConsumer):
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not isinstance(content, dict) or content.get("type") != "resync":
-            await self.send_json({"type": "error", "message": "Unknown message type."})
+            await self.send_error("Unknown message type.")
             return
         after = content.get("after")
         if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-            await self.send_json(
-                {"type": "error", "message": "resync needs 'after': the last seq you have."}
-            )
+            await self.send_error("resync needs 'after': the last seq you have.")
             return
         # A fresh snapshot is always correct, whatever the browser missed.
         await self.send_snapshot()
@@ -248,7 +292,7 @@ class FeedConsumer(JsonMessagesConsumer):
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not isinstance(content, dict) or content.get("type") != "submit":
-            await self.send_json({"type": "error", "message": "Unknown message type."})
+            await self.send_error("Unknown message type.")
             return
         await self.submit(content)
 
@@ -256,13 +300,14 @@ class FeedConsumer(JsonMessagesConsumer):
         from . import executors, schema
 
         ref, data = content.get("model"), content.get("input", {})
-        if not isinstance(ref, str) or ref.count("/") != 1:
+        owner, _, name = ref.partition("/") if isinstance(ref, str) else ("", "", "")
+        # Checked before any query (a NUL in a lookup is an error on PostgreSQL).
+        if not (NAME_VALIDATOR.regex.match(owner) and NAME_VALIDATOR.regex.match(name)):
             await self.error("'model' must be \"owner/name\".", {"model": ["Unknown model."]})
             return
         if not isinstance(data, dict):
             await self.error("'input' must be an object.", {"input": ["Must be an object."]})
             return
-        owner, name = ref.split("/")
         model = await db(_runnable)(self.user, owner, name)
         if model is None:
             await self.error("unknown model", {"model": ["Unknown model."]})
@@ -295,4 +340,4 @@ class FeedConsumer(JsonMessagesConsumer):
         )
 
     async def error(self, message: str, errors: dict[str, list[str]]) -> None:
-        await self.send_json({"type": "error", "message": message, "errors": errors})
+        await self.send_error(message, errors)

@@ -4,6 +4,7 @@ with runners in the test process streaming from the sandbox over HTTP."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Any
 
@@ -229,6 +230,47 @@ async def test_bad_messages_get_an_error_and_resync_a_snapshot(member: User) -> 
     await socket.send_json_to({"type": "resync", "after": 0})
     assert (await socket.receive_json_from())["type"] == "snapshot"
     await socket.disconnect()
+
+
+async def test_empty_frames_and_lone_surrogates_get_an_error_not_a_crash(
+    sandbox_model: MakeModel, member: User
+) -> None:
+    await sandbox_model("text")
+    prediction = await Prediction.objects.acreate(owner=member, model_ref="sandbox/text")
+    frames = [
+        "",  # an empty text frame (the test client refuses to send one: send it raw)
+        '{"type": "resync", "after": 0, "note": "\\ud800"}',
+        '{"type": "submit", "model": "sandbox/\\ud800", "input": {}}',
+        '{"type": "submit", "model": "sandbox/text", "input": {"prompt": "a \\udfff b"}}',
+        '{"type": "submit", "model": "sandbox/text\\u0000", "input": {"prompt": "hi"}}',
+    ]
+    for path in (f"/ws/predictions/{prediction.pk}/", "/ws/predictions/"):
+        socket = await open_socket(path, member)
+        assert (await socket.connect())[0]
+        if path != "/ws/predictions/":
+            assert (await socket.receive_json_from())["type"] == "snapshot"
+        for frame in frames:
+            await socket.send_input({"type": "websocket.receive", "text": frame})
+            answer = await socket.receive_json_from(timeout=5)
+            assert answer["type"] == "error", (path, frame, answer)
+        # Still open and answering.
+        await socket.send_json_to({"type": "nope"})
+        assert (await socket.receive_json_from())["type"] == "error"
+        await socket.disconnect()
+    assert await Prediction.objects.acount() == 1
+
+
+@pytest.mark.parametrize("path", ["/ws/x/", "/ws/predictions/not-a-uuid/", "/ws/predictions/1/2/"])
+async def test_unknown_paths_are_closed_cleanly_without_login(
+    path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    socket = await open_socket(path)
+
+    connected, _ = await socket.connect()
+
+    assert connected
+    assert await socket.receive_output() == {"type": "websocket.close", "code": 4404}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_cancel_shows_canceling_at_once_and_ends_canceled(
