@@ -10,10 +10,9 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from predictions.executors import ServerLifecycle  # noqa: E402
-from predictions.routing import websocket_urlpatterns  # noqa: E402
+from predictions.routing import OriginValidator, websocket_urlpatterns  # noqa: E402
 
 # ServerLifecycle starts the inline executor once per server process (resuming predictions
 # left active) and lets running predictions hand back in order at shutdown.
@@ -21,9 +20,8 @@ application = ServerLifecycle(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": AllowedHostsOriginValidator(
-                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-            ),
+            # Like AllowedHostsOriginValidator, but scheme and port must match too.
+            "websocket": OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         }
     )
 )
