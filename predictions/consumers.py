@@ -26,9 +26,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from importlib import import_module
 from typing import Any
 
+from channels.auth import get_user
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from django.conf import settings
 from django.urls import reverse
 
 from . import events
@@ -94,15 +97,47 @@ def has_lone_surrogate(content: Any) -> bool:
 
 
 class JsonMessagesConsumer(AsyncJsonWebsocketConsumer):
-    """The boundary of both consumers: only a JSON value made of real text reaches
-    receive_json. Binary or empty frames, text that is not JSON (or absurdly nested) and
-    lone surrogates get an `error` message and the connection stays open."""
+    """The boundary of both consumers.
 
-    group: str
+    Only a JSON value made of real text reaches receive_json: binary or empty frames,
+    text that is not JSON (or absurdly nested) and lone surrogates get an `error`
+    message, and the connection stays open.
+
+    A socket authenticates once, at its handshake, so it also follows the account it
+    opened with: logging out that session or deactivating the user closes it (see
+    signals.py), and `session_is_current()` re-checks before anything billed happens.
+    """
+
+    joined: tuple[str, ...] = ()
+    session: str = ""
+
+    async def join(self, group: str) -> None:
+        await self.channel_layer.group_add(group, self.channel_name)
+        self.joined = (*self.joined, group)
 
     async def disconnect(self, code: int) -> None:
-        if getattr(self, "joined", False):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        for group in self.joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def follow_account(self, user: Any) -> None:
+        self.session = events.session_tag(self.scope["session"].session_key)
+        await self.join(events.account_group(user.pk))
+
+    async def account_closed(self, message: dict[str, Any]) -> None:
+        if message["session"] in (None, self.session):
+            await self.end_session()
+
+    async def session_is_current(self, user: Any) -> bool:
+        """Whether the session this socket opened with still logs `user` in now: not
+        logged out, expired or cleared; the user still active, the password unchanged."""
+        session_store = import_module(settings.SESSION_ENGINE).SessionStore
+        fresh = session_store(session_key=self.scope["session"].session_key)
+        current = await get_user({"session": fresh})
+        return current.is_authenticated and current.pk == user.pk
+
+    async def end_session(self) -> None:
+        await self.send_error("Your session has ended: log in again.")
+        await self.close(code=FORBIDDEN)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if not text_data:
@@ -141,7 +176,6 @@ class PredictionConsumer(JsonMessagesConsumer):
 
     async def connect(self) -> None:
         self.prediction_id: uuid.UUID = self.scope["url_route"]["kwargs"]["pk"]
-        self.group = events.prediction_group(self.prediction_id)
         self.seq = 0
         self.held: dict[int, dict[str, Any]] = {}
         self.heal_attempt = 0
@@ -156,8 +190,8 @@ class PredictionConsumer(JsonMessagesConsumer):
         if not await db(_visible)(user, self.prediction_id):
             await self.close(code=FORBIDDEN)
             return
-        self.joined = True
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.follow_account(user)
+        await self.join(events.prediction_group(self.prediction_id))
         await self.send_snapshot()
         await self.catch_up()
 
@@ -283,9 +317,8 @@ class FeedConsumer(JsonMessagesConsumer):
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=FORBIDDEN)
             return
-        self.group = events.user_group(self.user.pk)
-        self.joined = True
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.follow_account(self.user)
+        await self.join(events.user_group(self.user.pk))
 
     async def user_status(self, message: dict[str, Any]) -> None:
         await self.send_json(message["event"])
@@ -299,6 +332,9 @@ class FeedConsumer(JsonMessagesConsumer):
     async def submit(self, content: dict[str, Any]) -> None:
         from . import executors, schema
 
+        if not await self.session_is_current(self.user):
+            await self.end_session()
+            return
         ref, data = content.get("model"), content.get("input", {})
         owner, _, name = ref.partition("/") if isinstance(ref, str) else ("", "", "")
         # Checked before any query (a NUL in a lookup is an error on PostgreSQL).
