@@ -34,7 +34,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 from django.conf import settings
 from django.urls import reverse
 
-from . import events
+from . import events, throttles
 from .models import NAME_VALIDATOR, CatalogModel, Prediction
 from .runner import db
 
@@ -155,8 +155,10 @@ class JsonMessagesConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.receive_json(content)
 
-    async def send_error(self, message: str, errors: dict[str, list[str]] | None = None) -> None:
-        reply: dict[str, Any] = {"type": "error", "message": message}
+    async def send_error(
+        self, message: str, errors: dict[str, list[str]] | None = None, **details: Any
+    ) -> None:
+        reply: dict[str, Any] = {"type": "error", "message": message, **details}
         if errors is not None:
             reply["errors"] = errors
         await self.send_json(reply)
@@ -359,6 +361,10 @@ class FeedConsumer(JsonMessagesConsumer):
             cleaned = schema.clean_input(model, data)
         except schema.InvalidInput as exc:
             await self.error("The input is not valid.", exc.errors)
+            return
+        refused = await throttles.check_submit(self.user)
+        if refused is not None:
+            await self.send_error(refused.message, {}, retry_after=refused.retry_after)
             return
         prediction = await executors.start_prediction(
             owner=self.user,

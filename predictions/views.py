@@ -36,7 +36,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import events, executors, upstream
+from . import events, executors, throttles, upstream
 from .models import CatalogModel, OutputFile, Prediction, User
 from .schema import (
     MISSING,
@@ -341,14 +341,27 @@ async def model_page(request: HttpRequest, owner: str, name: str) -> HttpRespons
         for field_name, messages in exc.errors.items():
             if field_name not in too_big:  # "required" would only repeat it
                 errors[field_name].extend(messages)
+    # Counted only for a run that would start: a typo costs no attempt.
+    refused = None if errors else await throttles.check_submit(user)
+    if refused is not None:
+        errors["__all__"].append(refused.message)
     if errors:
         for item in pending:
             # Big files are not kept between attempts (they never left this request).
             values[item.field] = ""
             errors[item.field].append(f"Choose “{item.upload.name}” again.")
-        return await render_form(
-            request, user, model, values=values, errors=errors, parent=parent, status=400
+        response = await render_form(
+            request,
+            user,
+            model,
+            values=values,
+            errors=errors,
+            parent=parent,
+            status=400 if refused is None else 429,
         )
+        if refused is not None:
+            response["Retry-After"] = str(refused.retry_after)
+        return response
     try:
         await upload_pending(model, cleaned, pending)
     except upstream.UpstreamError as exc:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import environ
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
+from limits import parse_many
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
@@ -313,6 +314,25 @@ def env_number(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name} must be positive; got {raw!r}")
     return value
 
+
+def env_rates(name: str, default: str) -> str:
+    """Rates as the `limits` library reads them: "60/minute", or several: "10/second;300/hour"."""
+    raw = env_str(name) or default
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name} must be rates such as 60/minute or 10/second;300/hour; got {raw!r}"
+        ) from None
+    return raw
+
+
+# Predictions one user may start (the form and the websocket together): predictions/throttles.py.
+SUBMIT_RATE_LIMIT = env_rates("SUBMIT_RATE_LIMIT", "60/minute")
+# Redis, so limits hold across processes; memory in the embedded mode's one process.
+RATE_LIMIT_STORAGE_URL = (
+    "redis+" + REDIS_URL if REDIS_URL.startswith("unix:") else REDIS_URL
+) or "memory://"
 
 # A runner renews its claim on a prediction every lease/6 s; a prediction whose claim is
 # older than this is taken over (by the reconciler, or by a restarted server).

@@ -30,6 +30,7 @@ CONFIG_VARIABLES = [
     "SANDBOX_API_TOKENS",
     "MEDIA_ROOT",
     "REPLICATE_API_TOKEN",
+    "SUBMIT_RATE_LIMIT",
 ]
 
 
@@ -92,6 +93,7 @@ def test_a_var_made_by_an_older_console_is_made_private(tmp_path: Path) -> None:
         ("TOKEN_ENCRYPTION_KEYS", "not-a-fernet-key"),
         ("CSRF_TRUSTED_ORIGINS", "console.example.com"),
         ("REPLICATE_WEBHOOK_SECRET", "secret-without-prefix"),
+        ("SUBMIT_RATE_LIMIT", "lots"),
     ],
 )
 def test_a_malformed_value_stops_start_up_naming_the_variable(
