@@ -9,6 +9,7 @@ value stops start-up with a message naming the variable.
 import json
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -178,6 +179,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "template_partials",
     "predictions",
     "sandbox",
@@ -193,6 +195,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: answers a locked-out login with its page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -334,6 +338,21 @@ RATE_LIMIT_STORAGE_URL = (
     "redis+" + REDIS_URL if REDIS_URL.startswith("unix:") else REDIS_URL
 ) or "memory://"
 
+# Login lock-out (django-axes): after LOGIN_FAILURE_LIMIT wrong passwords for one username
+# from one address, that pair is refused for LOGIN_LOCKOUT_MINUTES (each further try
+# restarts the wait). Per pair, so no one can lock a colleague out from their own machine;
+# behind a proxy that hides addresses it amounts to per username. An admin unlocks with
+# `manage.py axes_reset_username NAME` (or axes_reset for everyone).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(env_number("LOGIN_FAILURE_LIMIT", 5))
+AXES_COOLOFF_TIME = timedelta(minutes=env_number("LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+
 # A runner renews its claim on a prediction every lease/6 s; a prediction whose claim is
 # older than this is taken over (by the reconciler, or by a restarted server).
 PREDICTION_LEASE_SECONDS = env_number("PREDICTION_LEASE_SECONDS", 30)
@@ -379,6 +398,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "httpx": {"level": "WARNING"},
+        # Failures and lock-outs are warnings; its INFO lines repeat them per attempt.
+        "axes": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
         # runserver prints its own access log; don't print every line twice.
         "django.channels.server": {"propagate": False},

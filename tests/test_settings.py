@@ -31,6 +31,8 @@ CONFIG_VARIABLES = [
     "MEDIA_ROOT",
     "REPLICATE_API_TOKEN",
     "SUBMIT_RATE_LIMIT",
+    "LOGIN_FAILURE_LIMIT",
+    "LOGIN_LOCKOUT_MINUTES",
 ]
 
 
@@ -94,6 +96,8 @@ def test_a_var_made_by_an_older_console_is_made_private(tmp_path: Path) -> None:
         ("CSRF_TRUSTED_ORIGINS", "console.example.com"),
         ("REPLICATE_WEBHOOK_SECRET", "secret-without-prefix"),
         ("SUBMIT_RATE_LIMIT", "lots"),
+        ("LOGIN_FAILURE_LIMIT", "five"),
+        ("LOGIN_LOCKOUT_MINUTES", "-1"),
     ],
 )
 def test_a_malformed_value_stops_start_up_naming_the_variable(
