@@ -20,7 +20,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from limits import RateLimitItem, parse_many
+from limits import parse_many
 from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
@@ -40,7 +40,7 @@ class Throttled:
     @property
     def message(self) -> str:
         unit = "second" if self.retry_after == 1 else "seconds"
-        return f"Too many at once ({self.limit}). Try again in {self.retry_after} {unit}."
+        return f"Rate limit reached ({self.limit}). Try again in {self.retry_after} {unit}."
 
 
 @functools.cache
@@ -54,10 +54,6 @@ def limiter() -> MovingWindowRateLimiter:
     return _limiter(settings.RATE_LIMIT_STORAGE_URL)
 
 
-def _items(rates: str) -> list[RateLimitItem]:
-    return parse_many(rates)  # settings checked the syntax at start-up
-
-
 def check(name: str, rates: str, *identity: Any) -> Throttled | None:
     """Count one attempt by `identity` at `name` against `rates` ("60/minute", or several:
     "10/second;300/hour"). None if it is allowed, else when to try again.
@@ -66,10 +62,11 @@ def check(name: str, rates: str, *identity: Any) -> Throttled | None:
     many processes cannot slip past it together.
     """
     keys = [name, *map(str, identity)]
+    rate_limiter = limiter()
     try:
-        for item in _items(rates):
-            if not limiter().hit(item, *keys):
-                reset_at = limiter().get_window_stats(item, *keys).reset_time
+        for item in parse_many(rates):  # settings checked the syntax at start-up
+            if not rate_limiter.hit(item, *keys):
+                reset_at = rate_limiter.get_window_stats(item, *keys).reset_time
                 return Throttled(str(item), max(1, math.ceil(reset_at - time.time())))
     except StorageError:
         # Fail open: a Redis outage must not stop the team's work (and the channel layer
@@ -85,7 +82,7 @@ async def acheck(name: str, rates: str, *identity: Any) -> Throttled | None:
 
 def clear(name: str, rates: str, *identity: Any) -> None:
     """Forget `identity`'s attempts at `name` (an admin's "let them try again")."""
-    for item in _items(rates):
+    for item in parse_many(rates):
         limiter().clear(item, name, *map(str, identity))
 
 

@@ -72,7 +72,7 @@ async def test_submits_past_the_limit_are_refused_with_when_to_retry(
     refused = replies[-1]
     assert 1 <= refused["retry_after"] <= 60
     assert refused["message"] == (
-        f"Too many at once (2 per 1 minute). Try again in {refused['retry_after']} seconds."
+        f"Rate limit reached (2 per 1 minute). Try again in {refused['retry_after']} seconds."
     )
     assert await Prediction.objects.acount() == 2
 
@@ -83,7 +83,7 @@ async def test_submits_past_the_limit_are_refused_with_when_to_retry(
     assert response.status_code == 429
     assert 1 <= int(response["Retry-After"]) <= 60
     page = response.content.decode()
-    assert "Too many at once (2 per 1 minute). Try again in" in page
+    assert "Rate limit reached (2 per 1 minute). Try again in" in page
     assert "kept words" in page
     assert await Prediction.objects.acount() == 2
     await socket.disconnect()
@@ -131,3 +131,13 @@ def test_with_redis_every_process_counts_against_the_same_window(
 
     # A fresh identity: no other run's window, and this one expires within the minute.
     assert [attempt(), attempt()] == ["allowed", "refused"]
+
+
+def test_when_the_limit_store_is_down_runs_are_allowed_with_a_warning(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.RATE_LIMIT_STORAGE_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+
+    assert throttles.check("test", "1/minute", "someone") is None
+    assert throttles.check("test", "1/minute", "someone") is None
+    assert "rate limits unavailable" in caplog.text
