@@ -95,9 +95,14 @@ def close_sockets(user_id: int | str, session_key: str | None = None) -> None:
     """Close the user's open sockets: those of one session (logout), or all (deactivated).
     From sync code (signal receivers); consumers also re-check the session on submit."""
     session = session_tag(session_key) if session_key else None
-    async_to_sync(get_channel_layer().group_send)(
-        account_group(user_id), {"type": ACCOUNT_CLOSED_MESSAGE, "session": session}
-    )
+    try:
+        async_to_sync(get_channel_layer().group_send)(
+            account_group(user_id), {"type": ACCOUNT_CLOSED_MESSAGE, "session": session}
+        )
+    except Exception:
+        # Never in the way of a logout: an open socket still cannot submit, since each
+        # submit re-checks its session.
+        logger.warning("could not close the sockets of user %s", user_id, exc_info=True)
 
 
 # ---------------------------------------------------------------------------- publishing

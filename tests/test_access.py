@@ -180,3 +180,21 @@ def test_active_and_stale_predictions(alice: User) -> None:
 
     assert set(Prediction.objects.active()) == {running, stuck}
     assert list(Prediction.objects.stale(timedelta(minutes=5))) == [stuck]
+
+
+def test_logging_out_works_even_when_the_channel_layer_is_down(
+    client: Client, alice: User, settings: Any
+) -> None:
+    # Logging out also closes the session's sockets; that must never stand in its way.
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]},  # nothing listens there
+        }
+    }
+    client.force_login(alice)
+
+    response = client.post("/accounts/logout/")
+
+    assert response.status_code == 302
+    assert "_auth_user_id" not in client.session
