@@ -28,7 +28,7 @@ run: $(VENV)/.runtime
 	@echo "  Replicate console: http://$(HOST):$(PORT)/"
 	@echo "  First time? Create an admin in another terminal:  make admin"
 	@echo
-	$(BIN)/python manage.py runserver --noreload $(HOST):$(PORT)
+	$(BIN)/python manage.py runserver --noreload --nostatic $(HOST):$(PORT)
 
 admin: $(VENV)/.runtime
 	$(BIN)/python manage.py migrate --no-input

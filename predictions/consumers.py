@@ -26,19 +26,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from importlib import import_module
 from typing import Any
 
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from django.conf import settings
 from django.urls import reverse
 
-from . import events, untrusted
-from .database import db
-from .models import CatalogModel, Prediction
+from . import events, throttles, untrusted
+from .database import db, session_user
+from .models import NAME_VALIDATOR, CatalogModel, Prediction
 
 logger = logging.getLogger(__name__)
 
 # Close code for "not yours" (the browser stops reconnecting).
 FORBIDDEN = 4403
+# Close code for a path no consumer serves.
+NOT_FOUND = 4404
 # Re-read the row after these many seconds while a gap stays open, then every last one.
 HEAL_DELAYS = (0.25, 0.5, 1.0, 2.0, 5.0)
 
@@ -68,26 +72,84 @@ def _runnable(user: Any, owner: str, name: str) -> CatalogModel | None:
 
 
 class JsonMessagesConsumer(AsyncJsonWebsocketConsumer):
-    """Binary frames and text that is not JSON (or absurdly nested) get an `error` message
-    rather than crashing the connection: undecodable text reaches receive_json as None."""
+    """The boundary of both consumers.
 
-    group: str
+    Only a JSON value made of real text reaches receive_json: binary or empty frames,
+    text that is not JSON (or absurdly nested) and lone surrogates get an `error`
+    message, and the connection stays open.
+
+    A socket authenticates once, at its handshake, so it also follows the account it
+    opened with: logging out that session or deactivating the user closes it (see
+    signals.py), and `session_is_current()` re-checks before anything billed happens.
+    """
+
+    joined: tuple[str, ...] = ()
+    session: str = ""
+
+    async def join(self, group: str) -> None:
+        await self.channel_layer.group_add(group, self.channel_name)
+        self.joined = (*self.joined, group)
 
     async def disconnect(self, code: int) -> None:
-        if getattr(self, "joined", False):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        for group in self.joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
 
-    async def decode_json(self, text_data: str) -> Any:
-        try:
-            return await super().decode_json(text_data)
-        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
-            return None
+    async def follow_account(self, user: Any) -> None:
+        self.session = events.session_tag(self.scope["session"].session_key)
+        await self.join(events.account_group(user.pk))
+
+    async def account_closed(self, message: dict[str, Any]) -> None:
+        if message["session"] in (None, self.session):
+            await self.end_session()
+
+    async def session_is_current(self, user: Any) -> bool:
+        """Whether the session this socket opened with still logs `user` in now: not
+        logged out, expired or cleared; the user still active, the password unchanged."""
+        session_store = import_module(settings.SESSION_ENGINE).SessionStore
+        fresh = session_store(session_key=self.scope["session"].session_key)
+        current = await db(session_user)(fresh)
+        return current.is_authenticated and current.pk == user.pk
+
+    async def end_session(self) -> None:
+        await self.send_error("Your session has ended: log in again.")
+        await self.close(code=FORBIDDEN)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if text_data is None:
-            await self.send_json({"type": "error", "message": "Send JSON text messages."})
+        if not text_data:
+            await self.send_error("Send JSON text messages.")
             return
-        await super().receive(text_data=text_data, bytes_data=bytes_data)
+        try:
+            content = await self.decode_json(text_data)
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
+            await self.send_error("Not JSON.")
+            return
+        # A submit's input gets field errors from the schema form; the rest of any message
+        # is checked here (see untrusted.py: NUL, lone surrogates, absurd nesting).
+        envelope = content
+        if isinstance(content, dict):
+            envelope = {key: value for key, value in content.items() if key != "input"}
+        reason = untrusted.problem(envelope)
+        if reason:
+            await self.send_error(f"This message cannot be used: {reason}.")
+            return
+        await self.receive_json(content)
+
+    async def send_error(
+        self, message: str, errors: dict[str, list[str]] | None = None, **details: Any
+    ) -> None:
+        reply: dict[str, Any] = {"type": "error", "message": message, **details}
+        if errors is not None:
+            reply["errors"] = errors
+        await self.send_json(reply)
+
+
+class UnknownPathConsumer(AsyncWebsocketConsumer):
+    """Any websocket path no route matches: closed with 4404, no traceback, no login."""
+
+    async def connect(self) -> None:
+        # Accept first so the client sees our close code, not a failed handshake.
+        await self.accept()
+        await self.close(code=NOT_FOUND)
 
 
 class PredictionConsumer(JsonMessagesConsumer):
@@ -95,7 +157,6 @@ class PredictionConsumer(JsonMessagesConsumer):
 
     async def connect(self) -> None:
         self.prediction_id: uuid.UUID = self.scope["url_route"]["kwargs"]["pk"]
-        self.group = events.prediction_group(self.prediction_id)
         self.seq = 0
         self.held: dict[int, dict[str, Any]] = {}
         self.heal_attempt = 0
@@ -110,8 +171,8 @@ class PredictionConsumer(JsonMessagesConsumer):
         if not await db(_visible)(user, self.prediction_id):
             await self.close(code=FORBIDDEN)
             return
-        self.joined = True
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.follow_account(user)
+        await self.join(events.prediction_group(self.prediction_id))
         await self.send_snapshot()
         await self.catch_up()
 
@@ -119,13 +180,11 @@ class PredictionConsumer(JsonMessagesConsumer):
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not isinstance(content, dict) or content.get("type") != "resync":
-            await self.send_json({"type": "error", "message": "Unknown message type."})
+            await self.send_error("Unknown message type.")
             return
         after = content.get("after")
         if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-            await self.send_json(
-                {"type": "error", "message": "resync needs 'after': the last seq you have."}
-            )
+            await self.send_error("resync needs 'after': the last seq you have.")
             return
         # A fresh snapshot is always correct, whatever the browser missed.
         await self.send_snapshot()
@@ -239,30 +298,33 @@ class FeedConsumer(JsonMessagesConsumer):
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=FORBIDDEN)
             return
-        self.group = events.user_group(self.user.pk)
-        self.joined = True
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.follow_account(self.user)
+        await self.join(events.user_group(self.user.pk))
 
     async def user_status(self, message: dict[str, Any]) -> None:
         await self.send_json(message["event"])
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not isinstance(content, dict) or content.get("type") != "submit":
-            await self.send_json({"type": "error", "message": "Unknown message type."})
+            await self.send_error("Unknown message type.")
             return
         await self.submit(content)
 
     async def submit(self, content: dict[str, Any]) -> None:
         from . import executors, schema
 
+        if not await self.session_is_current(self.user):
+            await self.end_session()
+            return
         ref, data = content.get("model"), content.get("input", {})
-        if not isinstance(ref, str) or ref.count("/") != 1 or untrusted.problem(ref):
+        owner, _, name = ref.partition("/") if isinstance(ref, str) else ("", "", "")
+        # Checked before any query (a NUL in a lookup is an error on PostgreSQL).
+        if not (NAME_VALIDATOR.regex.match(owner) and NAME_VALIDATOR.regex.match(name)):
             await self.error("'model' must be \"owner/name\".", {"model": ["Unknown model."]})
             return
         if not isinstance(data, dict):
             await self.error("'input' must be an object.", {"input": ["Must be an object."]})
             return
-        owner, name = ref.split("/")
         model = await db(_runnable)(self.user, owner, name)
         if model is None:
             await self.error("unknown model", {"model": ["Unknown model."]})
@@ -278,6 +340,10 @@ class FeedConsumer(JsonMessagesConsumer):
             cleaned = schema.clean_input(model, data)
         except schema.InvalidInput as exc:
             await self.error("The input is not valid.", exc.errors)
+            return
+        refused = await throttles.check_submit(self.user)
+        if refused is not None:
+            await self.send_error(refused.message, {}, retry_after=refused.retry_after)
             return
         prediction = await executors.start_prediction(
             owner=self.user,
@@ -295,4 +361,4 @@ class FeedConsumer(JsonMessagesConsumer):
         )
 
     async def error(self, message: str, errors: dict[str, list[str]]) -> None:
-        await self.send_json({"type": "error", "message": message, "errors": errors})
+        await self.send_error(message, errors)

@@ -13,7 +13,7 @@ until the pool gave up. So, in this project:
 - `UserMiddleware` loads the session and user the same way, so an async view's own thread
   never holds a connection. Sync views (the admin, login) hold one for the span of the
   view, as under WSGI, and never wait for a second. Websockets do likewise
-  (`WebsocketAuthMiddleware`), instead of Channels' one process-wide thread for logins.
+  (`AuthMiddlewareStack`), instead of Channels' one process-wide thread for logins.
 - DB_THREADS stays below the pool's size, so a unit waits for the pool only when the
   database itself is exhausted. Then the request fails fast: `UserMiddleware` answers 503
   with Retry-After, and nothing was half-written (each unit is one statement or one
@@ -30,8 +30,9 @@ from types import SimpleNamespace
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import AsyncToSync, iscoroutinefunction, markcoroutinefunction, sync_to_async
-from channels.auth import AuthMiddleware
+from channels.auth import AuthMiddleware, CookieMiddleware
 from channels.db import database_sync_to_async
+from channels.sessions import SessionMiddleware
 from django.contrib import auth
 from django.db.utils import OperationalError
 from django.http import HttpRequest, HttpResponse
@@ -73,8 +74,9 @@ def db(fn: Callable[P, T]) -> Callable[P, Awaitable[T]]:
     return run
 
 
-def _session_user(session: Any) -> Any:
-    # auth.get_user reads nothing of the request but its session.
+def session_user(session: Any) -> Any:
+    """The user a session logs in (AnonymousUser if none): auth.get_user, which reads
+    nothing of the request but its session."""
     return auth.get_user(SimpleNamespace(session=session))  # type: ignore[arg-type]
 
 
@@ -110,7 +112,7 @@ class UserMiddleware:
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         try:
-            user = await db(_session_user)(request.session)
+            user = await db(session_user)(request.session)
         except OperationalError as exc:
             return database_busy(exc)
 
@@ -127,10 +129,15 @@ class UserMiddleware:
         return None
 
 
-class WebsocketAuthMiddleware(AuthMiddleware):
+class DatabaseThreadAuthMiddleware(AuthMiddleware):
     """Channels' AuthMiddleware, but the user is read in a database thread: Channels' own
     runs every login of the process on one shared thread, where one wait for the pool
     stalls every websocket that connects after it."""
 
     async def resolve_scope(self, scope: dict[str, Any]) -> None:
-        scope["user"]._wrapped = await db(_session_user)(scope["session"])
+        scope["user"]._wrapped = await db(session_user)(scope["session"])
+
+
+def AuthMiddlewareStack(inner: Any) -> Any:  # noqa: N802 - the name Channels gives it
+    """Channels' AuthMiddlewareStack with DatabaseThreadAuthMiddleware."""
+    return CookieMiddleware(SessionMiddleware(DatabaseThreadAuthMiddleware(inner)))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import channels.exceptions
 import channels.layers
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.urls import reverse
@@ -61,6 +63,8 @@ EVENT_TYPES = (STATUS, OUTPUT, LOGS, PROGRESS, FILES, DONE)
 EVENT_MESSAGE = "prediction.event"  # {"event": {...numbered event...}}
 REFRESH_MESSAGE = "prediction.refresh"  # the row changed outside the runner: re-read it
 USER_STATUS_MESSAGE = "user.status"  # {"event": {"type": "status", "id", ...}}
+# A session or an account ended: {"session": session_tag(key)}, or None for all sessions.
+ACCOUNT_CLOSED_MESSAGE = "account.closed"
 
 # Events a replay log keeps per prediction: far more than one flush interval produces.
 REPLAY_LENGTH = 1000
@@ -75,6 +79,30 @@ def prediction_group(prediction_id: uuid.UUID | str) -> str:
 
 def user_group(user_id: int | str) -> str:
     return f"user.{user_id}"
+
+
+def account_group(user_id: int | str) -> str:
+    """Every socket of the user's, whichever consumer: closed when the account is."""
+    return f"account.{user_id}"
+
+
+def session_tag(session_key: str | None) -> str:
+    """Names a session in channel-layer messages without carrying its key (a secret)."""
+    return hashlib.sha256((session_key or "").encode()).hexdigest()
+
+
+def close_sockets(user_id: int | str, session_key: str | None = None) -> None:
+    """Close the user's open sockets: those of one session (logout), or all (deactivated).
+    From sync code (signal receivers); consumers also re-check the session on submit."""
+    session = session_tag(session_key) if session_key else None
+    try:
+        async_to_sync(get_channel_layer().group_send)(
+            account_group(user_id), {"type": ACCOUNT_CLOSED_MESSAGE, "session": session}
+        )
+    except Exception:
+        # Never in the way of a logout: an open socket still cannot submit, since each
+        # submit re-checks its session.
+        logger.warning("could not close the sockets of user %s", user_id, exc_info=True)
 
 
 # ---------------------------------------------------------------------------- publishing

@@ -40,7 +40,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import events, executors, upstream
+from . import events, executors, throttles, upstream
 from .database import db
 from .models import CatalogModel, OutputFile, Prediction, User
 from .schema import (
@@ -353,14 +353,27 @@ async def model_page(request: HttpRequest, owner: str, name: str) -> HttpRespons
         for field_name, messages in exc.errors.items():
             if field_name not in too_big:  # "required" would only repeat it
                 errors[field_name].extend(messages)
+    # Counted only for a run that would start: a typo costs no attempt.
+    refused = None if errors else await throttles.check_submit(user)
+    if refused is not None:
+        errors["__all__"].append(refused.message)
     if errors:
         for item in pending:
             # Big files are not kept between attempts (they never left this request).
             values[item.field] = ""
             errors[item.field].append(f"Choose “{item.upload.name}” again.")
-        return await render_form(
-            request, user, model, values=values, errors=errors, parent=parent, status=400
+        response = await render_form(
+            request,
+            user,
+            model,
+            values=values,
+            errors=errors,
+            parent=parent,
+            status=400 if refused is None else 429,
         )
+        if refused is not None:
+            response["Retry-After"] = str(refused.retry_after)
+        return response
     try:
         await upload_pending(model, cleaned, pending)
     except upstream.UpstreamError as exc:
@@ -709,7 +722,8 @@ def filtered_history(user: User, filters: HistoryFilters, models: list[CatalogMo
         qs = qs.filter(owner_id=int(filters.owner))
     if filters.since:
         qs = qs.filter(created_at__gte=day_start(filters.since))
-    if filters.until:
+    # The last day of the calendar has no day after it: "until then" is no bound at all.
+    if filters.until and filters.until < date.max:
         qs = qs.filter(created_at__lt=day_start(filters.until + timedelta(days=1)))
     if filters.q:
         qs = qs.filter(input_text__icontains=filters.q)

@@ -73,7 +73,7 @@ async def replicate_webhook(request: HttpRequest) -> HttpResponse:
     try:
         body = request.body.decode("utf-8")
         payload = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: absurd nesting
         return HttpResponse("Not a JSON body.", status=400, content_type="text/plain")
     if not isinstance(payload, dict) or not isinstance(payload.get("id"), str):
         return HttpResponse("Not a prediction.", status=400, content_type="text/plain")

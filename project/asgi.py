@@ -8,14 +8,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 # Initialise Django (apps, models) before anything imports them.
 django_asgi_app = get_asgi_application()
 
-from channels.auth import CookieMiddleware  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
-from channels.sessions import SessionMiddleware  # noqa: E402
 
-from predictions.database import WebsocketAuthMiddleware  # noqa: E402
+from predictions.database import AuthMiddlewareStack  # noqa: E402
 from predictions.executors import ServerLifecycle  # noqa: E402
-from predictions.routing import websocket_urlpatterns  # noqa: E402
+from predictions.routing import OriginValidator, websocket_urlpatterns  # noqa: E402
 
 # ServerLifecycle starts the inline executor once per server process (resuming predictions
 # left active) and lets running predictions hand back in order at shutdown.
@@ -23,12 +20,9 @@ application = ServerLifecycle(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": AllowedHostsOriginValidator(
-                # Channels' AuthMiddlewareStack, with the user read in a database thread.
-                CookieMiddleware(
-                    SessionMiddleware(WebsocketAuthMiddleware(URLRouter(websocket_urlpatterns)))
-                )
-            ),
+            # Like AllowedHostsOriginValidator, but scheme and port must match too; like
+            # Channels' AuthMiddlewareStack, but the user is read in a database thread.
+            "websocket": OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         }
     )
 )

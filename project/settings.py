@@ -9,12 +9,14 @@ value stops start-up with a message naming the variable.
 import json
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import environ
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
+from limits import parse_many
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
@@ -60,17 +62,29 @@ def env_url(name: str, schemes: set[str]) -> str:
     return raw.rstrip("/")
 
 
+def private_var_dir() -> None:
+    """var/ holds the SQLite database, its WAL, secrets and archived media: only the
+    console's own user may enter it (files inside keep the umask's mode; the directory
+    is what keeps other local users out)."""
+    VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # One made by an older console has the umask's mode; tighten it only when it is
+    # surely ours (it holds our secrets), never a directory VAR_DIR merely points into.
+    if VAR_DIR.stat().st_mode & 0o077 and (VAR_DIR / "secrets.json").exists():
+        VAR_DIR.chmod(0o700)
+
+
 def local_secrets() -> dict[str, str]:
     """Secrets for embedded mode, generated once into var/ so restarts keep sessions and tokens."""
     path = VAR_DIR / "secrets.json"
     if path.exists():
+        private_var_dir()
         return json.loads(path.read_text())
     values = {
         "SECRET_KEY": secrets.token_urlsafe(50),
         "TOKEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "SANDBOX_API_TOKENS": "r8_sandbox_" + secrets.token_hex(16),
     }
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    private_var_dir()
     # Write privately, then link into place: if two processes start at once, the first
     # link wins and both read the same secrets.
     draft = path.with_name(f".secrets.{os.getpid()}.tmp")
@@ -165,6 +179,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "template_partials",
     "predictions",
     "sandbox",
@@ -185,6 +200,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: answers a locked-out login with its page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -218,7 +235,7 @@ SQLITE_OPTIONS = {
 def database_config() -> dict:
     raw = env_str("DATABASE_URL")
     if not raw:
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        private_var_dir()
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "db.sqlite3",
@@ -309,6 +326,40 @@ def env_number(name: str, default: float) -> float:
     return value
 
 
+def env_rates(name: str, default: str) -> str:
+    """Rates as the `limits` library reads them: "60/minute", or several: "10/second;300/hour"."""
+    raw = env_str(name) or default
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name} must be rates such as 60/minute or 10/second;300/hour; got {raw!r}"
+        ) from None
+    return raw
+
+
+# Predictions one user may start (the form and the websocket together): predictions/throttles.py.
+SUBMIT_RATE_LIMIT = env_rates("SUBMIT_RATE_LIMIT", "60/minute")
+# Redis, so limits hold across processes; memory in the embedded mode's one process.
+RATE_LIMIT_STORAGE_URL = (
+    "redis+" + REDIS_URL if REDIS_URL.startswith("unix:") else REDIS_URL
+) or "memory://"
+
+# Login lock-out (django-axes): after LOGIN_FAILURE_LIMIT wrong passwords for one username
+# from one address, that pair is refused for LOGIN_LOCKOUT_MINUTES (each further try
+# restarts the wait). Per pair, so no one can lock a colleague out from their own machine;
+# behind a proxy that hides addresses it amounts to per username. An admin unlocks with
+# `manage.py axes_reset_username NAME` (or axes_reset for everyone).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(env_number("LOGIN_FAILURE_LIMIT", 5))
+AXES_COOLOFF_TIME = timedelta(minutes=env_number("LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+
 # A runner renews its claim on a prediction every lease/6 s; a prediction whose claim is
 # older than this is taken over (by the reconciler, or by a restarted server).
 PREDICTION_LEASE_SECONDS = env_number("PREDICTION_LEASE_SECONDS", 30)
@@ -354,6 +405,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "httpx": {"level": "WARNING"},
+        # Failures and lock-outs are warnings; its INFO lines repeat them per attempt.
+        "axes": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
         # runserver prints its own access log; don't print every line twice.
         "django.channels.server": {"propagate": False},

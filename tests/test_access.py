@@ -1,9 +1,12 @@
 """Who sees what: login everywhere, staff-only admin, predictions visible to owner/shared/staff."""
 
+import io
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
@@ -37,6 +40,32 @@ def test_after_login_the_user_lands_on_the_catalogue(client: Client, alice: User
 
     assert response.redirect_chain[-1][0] == "/"
     assert response.status_code == 200
+
+
+def log_in(client: Client, password: str, username: str = "alice") -> Any:
+    return client.post("/accounts/login/", {"username": username, "password": password})
+
+
+def test_repeated_wrong_passwords_lock_the_login_until_an_admin_unlocks_it(
+    client: Client, alice: User, bob: User, settings: Any
+) -> None:
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        wrong = log_in(client, "guess")
+        assert wrong.status_code == 200
+        assert "didn’t match" in wrong.content.decode()
+
+    locked = log_in(client, "guess")
+
+    assert locked.status_code == 429
+    assert "Too many failed logins" in locked.content.decode()
+    # Now not even the right password gets in (for the cool-off, or until unlocked) …
+    assert log_in(client, "pw-alice-123").status_code == 429
+    # … while other accounts are not affected.
+    assert log_in(Client(), "pw-bob-123", username="bob").status_code == 302
+
+    call_command("axes_reset_username", "alice", stdout=io.StringIO())
+
+    assert log_in(client, "pw-alice-123").status_code == 302
 
 
 def test_the_login_page_itself_is_public(client: Client, db: None) -> None:
@@ -151,3 +180,21 @@ def test_active_and_stale_predictions(alice: User) -> None:
 
     assert set(Prediction.objects.active()) == {running, stuck}
     assert list(Prediction.objects.stale(timedelta(minutes=5))) == [stuck]
+
+
+def test_logging_out_works_even_when_the_channel_layer_is_down(
+    client: Client, alice: User, settings: Any
+) -> None:
+    # Logging out also closes the session's sockets; that must never stand in its way.
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]},  # nothing listens there
+        }
+    }
+    client.force_login(alice)
+
+    response = client.post("/accounts/logout/")
+
+    assert response.status_code == 302
+    assert "_auth_user_id" not in client.session

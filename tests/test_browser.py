@@ -64,7 +64,7 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 @contextlib.contextmanager
 def run_console() -> Iterator[Console]:
-    """The console as `make run` starts it: runserver (daphne's), which also serves static."""
+    """The console as `make run` starts it: runserver (daphne's); static through the URLconf."""
     var_dir = tempfile.mkdtemp(prefix="console-browser-")
     env = server_env(var_dir, TEST_TOKEN, {"PREDICTION_EXECUTOR": "inline"})
     port = free_port()
@@ -79,7 +79,8 @@ def run_console() -> Iterator[Console]:
     )
     manage(env, "shell", "-c", create)
     server = Process(
-        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"], env
+        [sys.executable, "manage.py", "runserver", "--noreload", "--nostatic", f"127.0.0.1:{port}"],
+        env,
     )
 
     def serving_static() -> bool:
@@ -494,3 +495,11 @@ def test_it_fits_a_phone_in_dark_mode(browser: Browser, console: Console) -> Non
         assert not overflow, "the page scrolls sideways on a phone"
     finally:
         phone.context.close()
+
+
+def test_a_static_path_that_climbs_out_is_refused_not_an_error(console: Console) -> None:
+    for path in ("/static/%2e%2e/manage.py", "/static/%2e%2e/%2e%2e/etc/passwd"):
+        response = httpx.get(console.url + path, timeout=10)
+        assert response.status_code in (400, 404), (path, response.status_code)
+    # Static files still need no login: the login page is styled.
+    assert httpx.get(console.url + "/static/css/console.css", timeout=10).status_code == 200

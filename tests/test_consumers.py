@@ -4,6 +4,7 @@ with runners in the test process streaming from the sandbox over HTTP."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Any
 
@@ -11,7 +12,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import Group, User
-from django.test import Client
+from django.contrib.sessions.models import Session
+from django.test import AsyncClient, Client
 
 from predictions import events
 from predictions.models import CatalogModel, Prediction
@@ -31,11 +33,14 @@ async def session_cookie(user: User) -> str:
 
 
 async def open_socket(
-    path: str, user: User | None = None, origin: str = ORIGIN
+    path: str, user: User | None = None, origin: str = ORIGIN, cookie: str | None = None
 ) -> WebsocketCommunicator:
+    """A socket with the user's session (a new one, or the session `cookie`) or none."""
     headers = [(b"origin", origin.encode()), (b"host", b"127.0.0.1")]
     if user is not None:
-        headers.append((b"cookie", f"sessionid={await session_cookie(user)}".encode()))
+        cookie = await session_cookie(user)
+    if cookie is not None:
+        headers.append((b"cookie", f"sessionid={cookie}".encode()))
     return WebsocketCommunicator(application, path, headers=headers)
 
 
@@ -231,6 +236,47 @@ async def test_bad_messages_get_an_error_and_resync_a_snapshot(member: User) -> 
     await socket.disconnect()
 
 
+async def test_empty_frames_and_lone_surrogates_get_an_error_not_a_crash(
+    sandbox_model: MakeModel, member: User
+) -> None:
+    await sandbox_model("text")
+    prediction = await Prediction.objects.acreate(owner=member, model_ref="sandbox/text")
+    frames = [
+        "",  # an empty text frame (the test client refuses to send one: send it raw)
+        '{"type": "resync", "after": 0, "note": "\\ud800"}',
+        '{"type": "submit", "model": "sandbox/\\ud800", "input": {}}',
+        '{"type": "submit", "model": "sandbox/text", "input": {"prompt": "a \\udfff b"}}',
+        '{"type": "submit", "model": "sandbox/text\\u0000", "input": {"prompt": "hi"}}',
+    ]
+    for path in (f"/ws/predictions/{prediction.pk}/", "/ws/predictions/"):
+        socket = await open_socket(path, member)
+        assert (await socket.connect())[0]
+        if path != "/ws/predictions/":
+            assert (await socket.receive_json_from())["type"] == "snapshot"
+        for frame in frames:
+            await socket.send_input({"type": "websocket.receive", "text": frame})
+            answer = await socket.receive_json_from(timeout=5)
+            assert answer["type"] == "error", (path, frame, answer)
+        # Still open and answering.
+        await socket.send_json_to({"type": "nope"})
+        assert (await socket.receive_json_from())["type"] == "error"
+        await socket.disconnect()
+    assert await Prediction.objects.acount() == 1
+
+
+@pytest.mark.parametrize("path", ["/ws/x/", "/ws/predictions/not-a-uuid/", "/ws/predictions/1/2/"])
+async def test_unknown_paths_are_closed_cleanly_without_login(
+    path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    socket = await open_socket(path)
+
+    connected, _ = await socket.connect()
+
+    assert connected
+    assert await socket.receive_output() == {"type": "websocket.close", "code": 4404}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def test_cancel_shows_canceling_at_once_and_ends_canceled(
     sandbox_model: MakeModel, member: User
 ) -> None:
@@ -328,3 +374,76 @@ async def test_the_feed_refuses_anonymous_visitors() -> None:
     await socket.connect()
 
     assert await socket.receive_output() == {"type": "websocket.close", "code": 4403}
+
+
+# ---------------------------------------------------------------------------- sessions
+
+
+async def expect_session_ended(socket: WebsocketCommunicator) -> None:
+    """What a socket whose session is over gets: an error saying so, then 4403."""
+    ended = await socket.receive_json_from(timeout=5)
+    assert ended["type"] == "error" and "log in again" in ended["message"]
+    assert await socket.receive_output(timeout=5) == {"type": "websocket.close", "code": 4403}
+
+
+async def test_a_socket_whose_session_ended_may_not_submit(
+    sandbox_model: MakeModel, member: User
+) -> None:
+    await sandbox_model("text")
+    socket = await open_socket("/ws/predictions/", member)
+    assert (await socket.connect())[0]
+
+    # Ended without a logout signal: expired, cleared, or logged out in another process.
+    await Session.objects.all().adelete()
+    await socket.send_json_to({"type": "submit", "model": "sandbox/text", "input": {"prompt": "x"}})
+
+    await expect_session_ended(socket)
+    assert await Prediction.objects.acount() == 0
+
+
+async def test_a_deactivated_users_socket_may_not_submit(
+    sandbox_model: MakeModel, member: User
+) -> None:
+    await sandbox_model("text")
+    socket = await open_socket("/ws/predictions/", member)
+    assert (await socket.connect())[0]
+
+    await User.objects.filter(pk=member.pk).aupdate(is_active=False)  # no signal either
+    await socket.send_json_to({"type": "submit", "model": "sandbox/text", "input": {"prompt": "x"}})
+
+    await expect_session_ended(socket)
+    assert await Prediction.objects.acount() == 0
+
+
+async def test_logging_out_closes_that_sessions_sockets_only(member: User) -> None:
+    prediction = await Prediction.objects.acreate(owner=member, model_ref="sandbox/text")
+    this_browser = Client()
+    await sync_to_async(this_browser.force_login)(member)
+    cookie = this_browser.cookies["sessionid"].value
+    feed = await open_socket("/ws/predictions/", cookie=cookie)
+    watch = await open_socket(f"/ws/predictions/{prediction.pk}/", cookie=cookie)
+    elsewhere = await open_socket("/ws/predictions/", member)  # another browser
+    for socket in (feed, watch, elsewhere):
+        assert (await socket.connect())[0]
+    assert (await watch.receive_json_from())["type"] == "snapshot"
+
+    logout = AsyncClient()
+    logout.cookies["sessionid"] = cookie
+    assert (await logout.post("/accounts/logout/")).status_code == 302
+
+    await expect_session_ended(feed)
+    await expect_session_ended(watch)
+    assert await elsewhere.receive_nothing(timeout=0.3)
+    await elsewhere.disconnect()
+
+
+async def test_deactivating_a_user_closes_all_their_sockets(member: User) -> None:
+    sockets = [await open_socket("/ws/predictions/", member) for _ in range(2)]
+    for socket in sockets:
+        assert (await socket.connect())[0]
+
+    member.is_active = False
+    await member.asave()  # as the admin does
+
+    for socket in sockets:
+        await expect_session_ended(socket)

@@ -164,6 +164,20 @@ def test_bad_filter_values_are_ignored_not_errors(
     assert len(row_ids(page)) == 2
 
 
+@pytest.mark.parametrize("bound", ["since", "until"])
+@pytest.mark.parametrize("day", ["0001-01-01", "9999-12-31"])
+def test_dates_at_the_ends_of_the_calendar_filter_without_error(
+    client: Client, alice: User, text_model: CatalogModel, bound: str, day: str
+) -> None:
+    add_predictions(alice, text_model, 2)
+    client.force_login(alice)
+
+    page = get(client, f"?{bound}={day}")
+
+    everything = (bound, day) in {("since", "0001-01-01"), ("until", "9999-12-31")}
+    assert len(row_ids(page)) == (2 if everything else 0)
+
+
 def test_keyset_pages_cover_every_row_once(
     client: Client, alice: User, text_model: CatalogModel
 ) -> None:

@@ -30,6 +30,9 @@ CONFIG_VARIABLES = [
     "SANDBOX_API_TOKENS",
     "MEDIA_ROOT",
     "REPLICATE_API_TOKEN",
+    "SUBMIT_RATE_LIMIT",
+    "LOGIN_FAILURE_LIMIT",
+    "LOGIN_LOCKOUT_MINUTES",
 ]
 
 
@@ -60,6 +63,26 @@ def test_embedded_mode_needs_no_variables_and_keeps_its_generated_secrets(tmp_pa
     assert oct(secrets_file.stat().st_mode & 0o777) == "0o600"
 
 
+def test_embedded_mode_keeps_var_private(tmp_path: Path) -> None:
+    result = manage(tmp_path, "migrate", "--no-input")
+
+    assert result.returncode == 0, result.stderr
+    var = tmp_path / "var"
+    # The database, its WAL and archived media live in var/: no other local user may enter.
+    assert (var / "db.sqlite3").exists()
+    assert oct(var.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_var_made_by_an_older_console_is_made_private(tmp_path: Path) -> None:
+    assert manage(tmp_path, "check").returncode == 0
+    var = tmp_path / "var"
+    var.chmod(0o755)
+
+    assert manage(tmp_path, "check").returncode == 0
+
+    assert oct(var.stat().st_mode & 0o777) == "0o700"
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
@@ -72,6 +95,9 @@ def test_embedded_mode_needs_no_variables_and_keeps_its_generated_secrets(tmp_pa
         ("TOKEN_ENCRYPTION_KEYS", "not-a-fernet-key"),
         ("CSRF_TRUSTED_ORIGINS", "console.example.com"),
         ("REPLICATE_WEBHOOK_SECRET", "secret-without-prefix"),
+        ("SUBMIT_RATE_LIMIT", "lots"),
+        ("LOGIN_FAILURE_LIMIT", "five"),
+        ("LOGIN_LOCKOUT_MINUTES", "-1"),
     ],
 )
 def test_a_malformed_value_stops_start_up_naming_the_variable(

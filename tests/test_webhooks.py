@@ -171,3 +171,12 @@ async def test_without_a_configured_secret_it_is_fetched_from_replicate(
     assert (await post(body, signed_headers(body, secret))).status_code == 200
 
     assert (await wait_until_finished(prediction.pk)).status == "succeeded"
+
+
+async def test_absurdly_nested_json_is_a_400_not_a_500() -> None:
+    nested = "[" * 100_000 + "]" * 100_000
+
+    response = await post(nested, {})
+
+    assert response.status_code == 400
+    assert response.content == b"Not a JSON body."

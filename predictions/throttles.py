@@ -1,0 +1,91 @@
+"""Rate limits: the one home of every "too many, too fast" the console enforces.
+
+Built on the `limits` library: a moving window per (name, identity), kept in Redis when
+REDIS_URL is set, so a limit holds across every daphne and worker process, and in this
+process's memory otherwise (the embedded mode is one process).
+
+Today: SUBMIT_RATE_LIMIT, per user, shared by every way a member starts a prediction
+(the model form and the websocket `submit`: `check_submit`). Quotas and the API gateway call `check`
+(or `acheck`) with a name of their own.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from limits import parse_many
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "console:limits"
+
+
+@dataclass(frozen=True)
+class Throttled:
+    """A refusal: which rate was exceeded and when the next attempt will be allowed."""
+
+    limit: str  # as people read it: "60 per 1 minute"
+    retry_after: int  # whole seconds, at least 1
+
+    @property
+    def message(self) -> str:
+        unit = "second" if self.retry_after == 1 else "seconds"
+        return f"Rate limit reached ({self.limit}). Try again in {self.retry_after} {unit}."
+
+
+@functools.cache
+def _limiter(storage_url: str) -> MovingWindowRateLimiter:
+    # wrap_exceptions: any storage failure is a StorageError, whatever the backend.
+    storage = storage_from_string(storage_url, key_prefix=KEY_PREFIX, wrap_exceptions=True)
+    return MovingWindowRateLimiter(storage)
+
+
+def limiter() -> MovingWindowRateLimiter:
+    return _limiter(settings.RATE_LIMIT_STORAGE_URL)
+
+
+def check(name: str, rates: str, *identity: Any) -> Throttled | None:
+    """Count one attempt by `identity` at `name` against `rates` ("60/minute", or several:
+    "10/second;300/hour"). None if it is allowed, else when to try again.
+
+    Each window is taken atomically (one Redis script), so concurrent attempts from
+    many processes cannot slip past it together.
+    """
+    keys = [name, *map(str, identity)]
+    rate_limiter = limiter()
+    try:
+        for item in parse_many(rates):  # settings checked the syntax at start-up
+            if not rate_limiter.hit(item, *keys):
+                reset_at = rate_limiter.get_window_stats(item, *keys).reset_time
+                return Throttled(str(item), max(1, math.ceil(reset_at - time.time())))
+    except StorageError:
+        # Fail open: a Redis outage must not stop the team's work (and the channel layer
+        # and the broker will be shouting about it already).
+        logger.warning("rate limits unavailable; allowing %s", name, exc_info=True)
+    return None
+
+
+async def acheck(name: str, rates: str, *identity: Any) -> Throttled | None:
+    # Off the event loop: the Redis storage is synchronous.
+    return await sync_to_async(check, thread_sensitive=False)(name, rates, *identity)
+
+
+def clear(name: str, rates: str, *identity: Any) -> None:
+    """Forget `identity`'s attempts at `name` (an admin's "let them try again")."""
+    for item in parse_many(rates):
+        limiter().clear(item, name, *map(str, identity))
+
+
+async def check_submit(user: Any) -> Throttled | None:
+    """Count one prediction started by `user`, whichever way it comes in."""
+    return await acheck("submit", settings.SUBMIT_RATE_LIMIT, user.pk)
