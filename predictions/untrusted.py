@@ -8,7 +8,8 @@ enters:
 
 - **input** (the form, websocket messages, webhook bodies): `problem()` names the first
   such character, and the caller answers with a field error or a 4xx;
-- **query strings**: `query_string_middleware` answers 400 before any view sees them;
+- **addresses** (path and query string): `address_middleware` answers 400 before any view
+  sees them;
 - **model output** (everything upstream.py returns): `scrub()` replaces each with U+FFFD,
   the visible replacement character, and a structure nested too deep to store with a
   note saying so. The run keeps its output and finishes.
@@ -69,28 +70,28 @@ def scrub(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def _bad_query(request: HttpRequest) -> HttpResponse | None:
-    for key, values in request.GET.lists():
-        reason = problem(key) or problem(values)
-        if reason:
-            message = f"The address cannot be used: {reason}. Remove it and try again."
-            return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
+def _bad_address(request: HttpRequest) -> HttpResponse | None:
+    # The path too: its parts become lookups (/models/<owner>/<name>/).
+    reason = problem(request.path) or problem(list(request.GET.lists()))
+    if reason:
+        message = f"The address cannot be used: {reason}. Remove it and try again."
+        return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
     return None
 
 
 @sync_and_async_middleware
-def query_string_middleware(get_response: Callable[[HttpRequest], Any]) -> Any:
-    """Refuse query parameters that cannot be stored or searched for, before any view
-    (ours or the admin's) puts them in a query. Forms validate their own fields: Django's
+def address_middleware(get_response: Callable[[HttpRequest], Any]) -> Any:
+    """Refuse a path or query parameters that cannot be stored or searched for, before any
+    view (ours or the admin's) puts them in a query. Forms validate their own fields: Django's
     refuse NUL, and the model form goes through schema.clean_input."""
     if iscoroutinefunction(get_response):
 
         async def async_middleware(request: HttpRequest) -> HttpResponse:
-            return _bad_query(request) or await get_response(request)
+            return _bad_address(request) or await get_response(request)
 
         return async_middleware
 
     def middleware(request: HttpRequest) -> HttpResponse:
-        return _bad_query(request) or get_response(request)
+        return _bad_address(request) or get_response(request)
 
     return middleware

@@ -718,7 +718,8 @@ def filtered_history(user: User, filters: HistoryFilters, models: list[CatalogMo
         qs = qs.filter(model_id=match.pk) if match else qs.filter(model_ref=filters.model)
     if filters.status:
         qs = qs.filter(status=filters.status)
-    if filters.owner.isdigit():
+    # A user id: ASCII digits ("²".isdigit() is true), within a bigint.
+    if re.fullmatch(r"[0-9]{1,18}", filters.owner):
         qs = qs.filter(owner_id=int(filters.owner))
     if filters.since:
         qs = qs.filter(created_at__gte=day_start(filters.since))

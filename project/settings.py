@@ -187,8 +187,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # Query parameters no database can store get a 400 (predictions/untrusted.py).
-    "predictions.untrusted.query_string_middleware",
+    # Addresses no database can store get a 400 (predictions/untrusted.py).
+    "predictions.untrusted.address_middleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -267,22 +267,33 @@ def database_config() -> dict:
 DATABASES = {"default": database_config()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+
+def redis_channel_layer(url: str) -> dict:
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        # Gaps from dropped messages heal via the replay log; capacity keeps them rare.
+        "CONFIG": {
+            "hosts": [
+                {
+                    "address": url,
+                    # redis-py's default pool of 100 raises under a burst of browsers.
+                    "max_connections": 1000,
+                    # Above channels_redis's 5 s blocking read: redis-py's default of 5 s
+                    # raced it and killed idle websockets with 1011.
+                    "socket_timeout": 30,
+                }
+            ],
+            "capacity": 1500,
+            "expiry": 30,
+        },
+    }
+
+
 if REDIS_URL:
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
     }
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # Gaps from dropped messages heal via the replay log; capacity keeps them rare.
-            # redis-py's default pool of 100 raises under a burst of browsers connecting.
-            "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "max_connections": 1000}],
-                "capacity": 1500,
-                "expiry": 30,
-            },
-        }
-    }
+    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL)}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     # Channels' own in-memory layer rescans every channel on each send; ours does not.
@@ -358,6 +369,7 @@ AXES_FAILURE_LIMIT = int(env_number("LOGIN_FAILURE_LIMIT", 5))
 AXES_COOLOFF_TIME = timedelta(minutes=env_number("LOGIN_LOCKOUT_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+AXES_USERNAME_CALLABLE = "predictions.throttles.login_username"
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 
 # A runner renews its claim on a prediction every lease/6 s; a prediction whose claim is

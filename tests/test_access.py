@@ -68,6 +68,16 @@ def test_repeated_wrong_passwords_lock_the_login_until_an_admin_unlocks_it(
     assert log_in(client, "pw-alice-123").status_code == 302
 
 
+@pytest.mark.parametrize("username", ["a" * 256, "b" * 5000, "nul\x00name"])
+def test_an_impossible_username_is_a_wrong_login_not_a_server_error(
+    client: Client, db: None, username: str
+) -> None:
+    response = log_in(client, "whatever", username=username)
+
+    assert response.status_code == 200
+    assert 'name="password"' in response.content.decode()
+
+
 def test_the_login_page_itself_is_public(client: Client, db: None) -> None:
     response = client.get("/accounts/login/")
 

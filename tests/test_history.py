@@ -89,6 +89,16 @@ def test_staff_see_everyone_and_can_filter_by_owner(
     assert 'name="owner"' in get(client)
 
 
+@pytest.mark.parametrize("owner", ["²", "①", "9" * 30, "-1", "1e3"])
+def test_an_owner_filter_that_is_no_user_id_is_ignored(
+    client: Client, alice: User, staff: User, text_model: CatalogModel, owner: str
+) -> None:
+    add_predictions(alice, text_model, 1)
+    client.force_login(staff)
+
+    assert len(row_ids(get(client, f"?owner={owner}"))) == 1
+
+
 def test_members_get_no_owner_filter(
     client: Client, alice: User, bob: User, text_model: CatalogModel
 ) -> None:

@@ -232,7 +232,17 @@ async def test_a_websocket_submit_with_unstorable_text_gets_an_error_and_stays_o
     assert not await Prediction.objects.aexists()
 
 
-@pytest.mark.parametrize("url", ["/predictions/?q=a%00b", "/predictions/?model=%00", "/?x=%00"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/predictions/?q=a%00b",
+        "/predictions/?model=%00",
+        "/?x=%00",
+        "/?%00=x",
+        "/models/%00/x/",
+        "/models/sandbox/text%00/",
+    ],
+)
 def test_a_nul_in_the_address_is_a_400_with_a_message(
     client: Client, alice: User, url: str
 ) -> None:
