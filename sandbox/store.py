@@ -145,11 +145,13 @@ class Prediction:
             "status": self.status,
             "source": "api",
             "created_at": isoformat(self.created_at),
-            "started_at": isoformat(self.started_at),
-            "completed_at": isoformat(self.completed_at),
             "urls": urls,
             "metrics": dict(self.metrics),
         }
+        # Left out until set, as Replicate does: the spec types them as strings, not null.
+        for name, moment in (("started_at", self.started_at), ("completed_at", self.completed_at)):
+            if moment is not None:
+                data[name] = isoformat(moment)
         if self.deployment:
             data["deployment"] = self.deployment
         if self.deadline:

@@ -14,6 +14,8 @@ urlpatterns = [
     path("v1/models", views.models, name="models"),
     path("v1/models/<str:owner>/<str:name>", views.model, name="model"),
     path("v1/models/<str:owner>/<str:name>/versions", views.model_versions, name="versions"),
+    path("v1/models/<str:owner>/<str:name>/examples", views.model_examples, name="examples"),
+    path("v1/models/<str:owner>/<str:name>/readme", views.model_readme, name="readme"),
     path(
         "v1/models/<str:owner>/<str:name>/versions/<str:version_id>",
         views.model_version,

@@ -238,7 +238,7 @@ def _webhook_problems(body: dict) -> list[dict]:
     elif events is not None:
         allowed = ", ".join(f'"{e}"' for e in ("start", "output", "logs", "completed"))
         for index, event in enumerate(events):
-            if event not in EVENTS:
+            if not isinstance(event, str) or event not in EVENTS:
                 field = f"webhook_events_filter.{index}"
                 description = f"{field} must be one of the following: {allowed}"
                 problems.append({"type": "enum", "field": field, "description": description})
@@ -486,6 +486,26 @@ async def model_versions(
         return not_found_problem()
     results = [version.as_json() for version in found.versions]
     return JsonResponse({"next": None, "previous": None, "results": results})
+
+
+@api("GET")
+async def model_examples(
+    request: HttpRequest, caller: Caller, owner: str, name: str
+) -> HttpResponse:
+    found = find_model(owner, name)
+    if found is None:
+        return not_found_problem()
+    example = found.default_example(base_url(request))
+    return JsonResponse({"next": None, "previous": None, "results": [example] if example else []})
+
+
+@api("GET")
+async def model_readme(request: HttpRequest, caller: Caller, owner: str, name: str) -> HttpResponse:
+    found = find_model(owner, name)
+    if found is None:
+        return not_found_problem()
+    readme = f"# {found.ref}\n\n{found.description}\n"
+    return HttpResponse(readme, content_type="text/plain; charset=utf-8")
 
 
 @api("GET")
