@@ -665,6 +665,8 @@ async def predict_image(prediction: "Prediction", inputs: dict[str, Any]) -> Non
         urls.append(f"{prediction.base_url}delivery/{prediction.id}/{filename}")
     prediction.metrics["image_count"] = len(urls)
     prediction.set_output(urls)
+    if inputs.get("fail_after_output"):
+        raise RuntimeError("Failed on purpose after making the images")
 
 
 IMAGE_INPUT = {
@@ -722,10 +724,19 @@ IMAGE_INPUT = {
         "Disable safety checker for generated images (there is none).",
         default=False,
     ),
+    "fail_after_output": prop(
+        "fail_after_output",
+        "boolean",
+        11,
+        "Fail once the images are made (a failed run that still has files).",
+        default=False,
+    ),
 }
 IMAGE_OUTPUT = {"type": "array", "items": {"type": "string", "format": "uri"}}
 IMAGE_V1_INPUT = {
-    k: v for k, v in IMAGE_INPUT.items() if k not in ("image", "output_format", "prompt_strength")
+    k: v
+    for k, v in IMAGE_INPUT.items()
+    if k not in ("image", "output_format", "prompt_strength", "fail_after_output")
 }
 
 IMAGE = DemoModel(

@@ -586,6 +586,11 @@ async def delivery(request: HttpRequest, prediction_id: str, filename: str) -> H
     found = store.outputs.get(prediction_id, filename)
     if found is None:
         return not_found_problem()
+    made_by = store.predictions.get(prediction_id)
+    if made_by is not None and counters.take(
+        f"download_5xx|{prediction_id}|{filename}", made_by.faults.download_5xx
+    ):
+        return problem(503, "Service Unavailable", "Injected fault: download_5xx")
     content_type, content = found
     response = HttpResponse(content, content_type=content_type)
     response["Cache-Control"] = "public, max-age=3600"
