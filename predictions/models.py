@@ -126,6 +126,9 @@ class CatalogModel(models.Model):
     output_schema = models.JSONField(default=dict, blank=True, editable=False)
     schema_version = models.CharField(max_length=64, blank=True, editable=False)
     schema_fetched_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # What changed in the input schema at the last pin or refresh (sentences, for admins).
+    schema_changes = models.JSONField(default=list, blank=True, editable=False)
+    schema_changed_from = models.CharField(max_length=64, blank=True, editable=False)
     # From the model's metadata, refreshed with the schema. Replicate runs only official
     # models by owner/name; community models need a version id.
     is_official = models.BooleanField(

@@ -599,3 +599,76 @@ def api_snippet(model: "CatalogModel", input: Mapping[str, Any]) -> str:
         "    print(output)\n\n\n"
         "asyncio.run(main())\n"
     )
+
+
+# ---------------------------------------------------------------------------- admin checks
+
+
+def admin_input_problems(
+    input_schema: Mapping[str, Any], default_input: Any, hidden_inputs: Any
+) -> dict[str, list[str]]:
+    """What is wrong with an admin's default and hidden inputs under `input_schema`:
+    {"default_input" | "hidden_inputs": [messages]}. Empty when they all apply."""
+    specs = {spec.name: spec for spec in fields_for(input_schema)}
+    problems: dict[str, list[str]] = {}
+    defaults = default_input if isinstance(default_input, dict) else {}
+    for name, value in defaults.items():
+        if name not in specs:
+            problems.setdefault("default_input", []).append(f"The model has no input “{name}”.")
+            continue
+        try:
+            coerce(specs[name], value)
+        except (ValueError, TypeError) as exc:
+            problems.setdefault("default_input", []).append(f"{name}: {exc}")
+    hidden = hidden_inputs if isinstance(hidden_inputs, list) else []
+    for name in hidden:
+        if name not in specs:
+            problems.setdefault("hidden_inputs", []).append(f"The model has no input “{name}”.")
+        elif specs[name].required and name not in defaults:
+            problems.setdefault("hidden_inputs", []).append(
+                f"“{name}” is required: give it a default above, or do not hide it."
+            )
+    return problems
+
+
+def _describe(spec: Field) -> dict[str, str]:
+    """The parts of an input that matter to someone filling the form, as text."""
+    parts = {"type": spec.kind}
+    if spec.has_default:
+        parts["default"] = json.dumps(spec.default, ensure_ascii=False)
+    if spec.minimum is not None or spec.maximum is not None:
+        low = "" if spec.minimum is None else _fmt(spec.minimum)
+        high = "" if spec.maximum is None else _fmt(spec.maximum)
+        parts["range"] = f"{low}–{high}"
+    if spec.choices:
+        parts["choices"] = ", ".join(str(choice) for choice in spec.choices)
+    if spec.required:
+        parts["required"] = "yes"
+    return parts
+
+
+def schema_diff(
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+    default_input: Any = None,
+    hidden_inputs: Any = None,
+) -> list[str]:
+    """What changed from the `old` to the `new` input schema, one sentence per change:
+    added, removed and changed inputs (type, default, range, choices), then the admin's
+    defaults and hidden inputs that no longer apply."""
+    before = {spec.name: spec for spec in fields_for(old)}
+    after = {spec.name: spec for spec in fields_for(new)}
+    changes = [
+        f"Added input “{name}” ({after[name].kind})." for name in after if name not in before
+    ]
+    changes += [f"Removed input “{name}”." for name in before if name not in after]
+    for name in (n for n in after if n in before):
+        was, now = _describe(before[name]), _describe(after[name])
+        for aspect in ("type", "default", "range", "choices", "required"):
+            if was.get(aspect) != now.get(aspect):
+                old, new_ = was.get(aspect, "none"), now.get(aspect, "none")
+                changes.append(f"Input “{name}”: {aspect} {old} → {new_}.")
+    problems = admin_input_problems(new or {}, default_input, hidden_inputs)
+    changes += [f"Default input no longer applies: {p}" for p in problems.get("default_input", [])]
+    changes += [f"Hidden input no longer applies: {p}" for p in problems.get("hidden_inputs", [])]
+    return changes
