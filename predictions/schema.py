@@ -321,6 +321,7 @@ def form_fields(
     model: "CatalogModel",
     values: Mapping[str, Any] | None = None,
     errors: Mapping[str, list[str]] | None = None,
+    input_schema: Mapping[str, Any] | None = None,
 ) -> list[Field]:
     """Fields for the model's form, each with the value to show and its errors.
 
@@ -328,7 +329,8 @@ def form_fields(
     admin's default, the schema's default.
     """
     admin_defaults = model.default_input if isinstance(model.default_input, dict) else {}
-    fields = fields_for(model.input_schema, model.hidden_inputs or [])
+    schema = model.input_schema if input_schema is None else input_schema
+    fields = fields_for(schema, model.hidden_inputs or [])
     for spec in fields:
         if values is not None and spec.name in values:
             spec.value = values[spec.name]
@@ -344,14 +346,19 @@ def _is_empty(value: Any) -> bool:
     return value is MISSING or value is None or value == "" or value == []
 
 
-def clean_input(model: "CatalogModel", data: Mapping[str, Any]) -> dict[str, Any]:
+def clean_input(
+    model: "CatalogModel",
+    data: Mapping[str, Any],
+    input_schema: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Validate and coerce a user's input for `model`; raise InvalidInput with field errors.
 
     Hidden inputs cannot be set by users: whatever they send is ignored and the admin's
     value (if any) is sent. Missing or empty optional fields are dropped so the model's
     own defaults apply upstream; missing fields take the admin's default first.
+    `input_schema` is another version's (a re-run of an older version); default: current.
     """
-    schema = model.input_schema or {}
+    schema = (model.input_schema if input_schema is None else input_schema) or {}
     if not schema.get("properties"):
         raise InvalidInput(
             {"__all__": ["This model's input schema has not been fetched yet; ask an admin."]}

@@ -169,3 +169,52 @@ async def test_a_prediction_the_sandbox_forgot_fails_saying_the_sandbox_restarte
     assert final.status == "failed"
     assert "the sandbox was restarted" in final.error
     assert "Replicate" not in final.error
+
+
+async def test_a_rerun_uses_its_parent_s_version_and_offers_the_current_one(
+    sandbox_model: MakeModel, member: User
+) -> None:
+    from django.test import AsyncClient
+
+    from predictions import upstream as upstream_module
+    from predictions.models import ModelSchema
+
+    model = await sandbox_model("sandbox-community/echo")
+    v1 = ECHO.versions[-1]
+    v1_input, v1_output = upstream_module.split_openapi_schema(v1.openapi_schema)
+    await ModelSchema.objects.acreate(
+        model=model, version_id=v1.id, input_schema=v1_input, output_schema=v1_output
+    )
+    parent = await Prediction.objects.acreate(
+        owner=member,
+        model=model,
+        model_ref=model.ref,
+        version=v1.id,
+        input={"text": "again", "separator": "+"},
+        status=Prediction.Status.SUCCEEDED,
+    )
+    client = AsyncClient()
+    await client.aforce_login(member)
+
+    form = await client.get(f"/predictions/{parent.pk}/rerun/")
+    current = await client.get(f"/predictions/{parent.pk}/rerun/?version=current")
+    posted = await client.post(
+        f"/models/{model.owner}/{model.name}/",
+        {"parent": str(parent.pk), "run_version": v1.id, "text": "again", "separator": "+"},
+    )
+    child = await Prediction.objects.filter(parent=parent).afirst()
+    final = await wait_until_finished(child.pk)
+
+    page = form.content.decode()
+    assert f'Runs version <code class="mono">{v1.id[:12]}</code>, the version of the run' in page
+    assert "use the current version" in page
+    assert 'name="separator"' in page and 'name="uppercase"' not in page  # v1's own form
+    assert 'name="uppercase"' in current.content.decode()  # the current version's form
+    assert posted.status_code == 303
+    assert final.version == v1.id
+    assert final.output == "echo v1: again"  # v1 has no "repeat"
+    # The exact version shows on the live page and in the history.
+    detail = (await client.get(f"/predictions/{child.pk}/")).content.decode()
+    history = (await client.get("/predictions/")).content.decode()
+    assert f'title="{v1.id}"' in detail
+    assert f'title="{v1.id}"' in history
