@@ -218,3 +218,27 @@ async def test_a_rerun_uses_its_parent_s_version_and_offers_the_current_one(
     history = (await client.get("/predictions/")).content.decode()
     assert f'title="{v1.id}"' in detail
     assert f'title="{v1.id}"' in history
+
+
+async def test_run_again_over_the_websocket_runs_the_parent_s_version(
+    sandbox_model: MakeModel, member: User
+) -> None:
+    from tests.test_consumers import open_socket
+
+    model = await sandbox_model("sandbox-community/echo")
+    v2 = ECHO.versions[1]
+    parent = await Prediction.objects.acreate(
+        owner=member, model=model, model_ref=model.ref, version=v2.id, input={"text": "x"}
+    )
+    socket = await open_socket("/ws/predictions/", member)
+    assert (await socket.connect())[0]
+
+    await socket.send_json_to(
+        {"type": "submit", "model": model.ref, "input": {"text": "x"}, "parent": str(parent.pk)}
+    )
+    submitted = await socket.receive_json_from(timeout=5)
+    final = await wait_until_finished(uuid.UUID(submitted["id"]))
+    await socket.disconnect()
+
+    assert final.version == v2.id
+    assert final.output == "echo v2: x"
