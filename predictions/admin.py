@@ -8,11 +8,12 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from . import upstream
-from .models import ApiToken, CatalogModel, OutputFile, Prediction
+from .models import ApiToken, CatalogModel, ModelSchema, OutputFile, Prediction
+from .schema import admin_input_problems, schema_diff
 
 
 class ApiTokenForm(forms.ModelForm):
@@ -87,21 +88,37 @@ def verify_token(request: HttpRequest, token: ApiToken) -> bool:
     return True
 
 
-def refresh_schema(request: HttpRequest, model: CatalogModel) -> bool:
-    """Fetch the pinned (or latest) version's schema into the catalogue entry."""
-    try:
-        creds = upstream.credentials_for(model.resolve_token())
-        schema = upstream.call_sync(
-            upstream.get_model_schema, creds, model.owner, model.name, model.version
+def fetch_schema(model: CatalogModel, token: ApiToken | None = None) -> upstream.ModelSchema:
+    """The pinned (or latest) version's schema and metadata; UpstreamError if unavailable."""
+    creds = upstream.credentials_for(token if token is not None else model.resolve_token())
+    return upstream.call_sync(
+        upstream.get_model_schema, creds, model.owner, model.name, model.version
+    )
+
+
+def apply_schema(request: HttpRequest, model: CatalogModel, schema: upstream.ModelSchema) -> None:
+    """Cache a fetched schema on a saved catalogue entry, keep every version's schema (old
+    predictions render and re-run against their own), and tell the admin what changed."""
+    old_input, old_version = model.input_schema or {}, model.schema_version
+    if old_version and old_input:
+        ModelSchema.objects.update_or_create(
+            model=model,
+            version_id=old_version,
+            defaults={"input_schema": old_input, "output_schema": model.output_schema or {}},
         )
-    except upstream.UpstreamError as exc:
-        messages.error(request, f"{model.ref}: could not fetch the schema. {exc}")
-        return False
+    changed = ["input_schema", "output_schema", "schema_version", "schema_fetched_at"]
+    if old_input and (old_version != schema.version_id or old_input != schema.input_schema):
+        model.schema_changes = schema_diff(
+            old_input, schema.input_schema, model.default_input, model.hidden_inputs
+        )
+        model.schema_changed_from = old_version
+        changed += ["schema_changes", "schema_changed_from"]
     model.input_schema = schema.input_schema
     model.output_schema = schema.output_schema
     model.schema_version = schema.version_id
     model.schema_fetched_at = timezone.now()
-    changed = ["input_schema", "output_schema", "schema_version", "schema_fetched_at"]
+    model.is_official = schema.is_official
+    changed.append("is_official")
     # Fill what the admin left empty; never overwrite their wording.
     for name, value in [
         ("title", schema.title),
@@ -114,8 +131,89 @@ def refresh_schema(request: HttpRequest, model: CatalogModel) -> bool:
             setattr(model, name, value)
             changed.append(name)
     model.save(update_fields=changed)
+    ModelSchema.objects.update_or_create(
+        model=model,
+        version_id=schema.version_id,
+        defaults={"input_schema": schema.input_schema, "output_schema": schema.output_schema},
+    )
     messages.success(request, f"{model.ref}: schema of version {schema.version_id[:12]} cached.")
+    if "schema_changes" in changed:
+        listing = format_html_join("", "<li>{}</li>", ((c,) for c in model.schema_changes))
+        summary = listing or format_html("<li>{}</li>", "No input changed.")
+        messages.warning(
+            request,
+            format_html(
+                "{}: input schema changes from version {} to {}:<ul>{}</ul>",
+                model.ref,
+                (old_version or "?")[:12],
+                schema.version_id[:12],
+                summary,
+            ),
+        )
+
+
+def refresh_schema(request: HttpRequest, model: CatalogModel) -> bool:
+    """Fetch the pinned (or latest) version's schema into the catalogue entry."""
+    try:
+        schema = fetch_schema(model)
+    except upstream.UpstreamError as exc:
+        messages.error(request, f"{model.ref}: could not fetch the schema. {exc}")
+        return False
+    apply_schema(request, model, schema)
     return True
+
+
+class CatalogModelForm(forms.ModelForm):
+    """Checks the model with Replicate before saving: a model that does not exist there (or
+    whose schema cannot be fetched) is a form error, never a broken catalogue entry; the
+    admin's default and hidden inputs must fit the schema."""
+
+    # A changed model, pinned version or token makes the cached schema someone else's.
+    SCHEMA_FIELDS = frozenset({"owner", "name", "version", "token"})
+    refresh_requested = False  # set by the admin for "Save and refresh schema"
+
+    class Meta:
+        model = CatalogModel
+        fields = [
+            "owner",
+            "name",
+            "version",
+            "enabled",
+            "title",
+            "description",
+            "cover_image_url",
+            "default_input",
+            "hidden_inputs",
+            "deadline_seconds",
+            "allowed_groups",
+            "token",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        self.fetched: upstream.ModelSchema | None = None
+        if self.errors:
+            return cleaned
+        input_schema = self.instance.input_schema or {}
+        stale = self.SCHEMA_FIELDS.intersection(self.changed_data) or not input_schema
+        if stale or self.refresh_requested:
+            candidate = CatalogModel(
+                owner=cleaned["owner"], name=cleaned["name"], version=cleaned.get("version", "")
+            )
+            token = cleaned.get("token") or ApiToken.objects.default()
+            try:
+                self.fetched = fetch_schema(candidate, token)
+            except upstream.UpstreamError as exc:
+                raise forms.ValidationError(
+                    f"Not saved: {candidate.ref} could not be checked with Replicate. {exc}"
+                ) from None
+            input_schema = self.fetched.input_schema
+        problems = admin_input_problems(
+            input_schema, cleaned.get("default_input"), cleaned.get("hidden_inputs")
+        )
+        for name, messages_ in problems.items():
+            self.add_error(name, messages_)
+        return cleaned
 
 
 @admin.register(ApiToken)
@@ -176,12 +274,28 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 @admin.register(CatalogModel)
 class CatalogModelAdmin(admin.ModelAdmin):
-    list_display = ["ref", "title", "enabled", "version_short", "schema_status", "token"]
+    form = CatalogModelForm
+    list_display = [
+        "ref",
+        "title",
+        "enabled",
+        "is_official",
+        "version_short",
+        "schema_status",
+        "token",
+    ]
     list_editable = ["enabled"]
     list_filter = ["enabled", "owner"]
     search_fields = ["owner", "name", "title"]
     filter_horizontal = ["allowed_groups"]
-    readonly_fields = ["schema_version", "schema_fetched_at", "schema_inputs", "refresh_button"]
+    readonly_fields = [
+        "is_official",
+        "schema_version",
+        "schema_fetched_at",
+        "schema_inputs",
+        "schema_change_list",
+        "refresh_button",
+    ]
     fieldsets = [
         (None, {"fields": ["owner", "name", "version", "enabled"]}),
         ("Presentation", {"fields": ["title", "description", "cover_image_url"]}),
@@ -189,27 +303,39 @@ class CatalogModelAdmin(admin.ModelAdmin):
         ("Access", {"fields": ["allowed_groups", "token"]}),
         (
             "Schema",
-            {"fields": ["schema_version", "schema_fetched_at", "schema_inputs", "refresh_button"]},
+            {
+                "fields": [
+                    "is_official",
+                    "schema_version",
+                    "schema_fetched_at",
+                    "schema_inputs",
+                    "schema_change_list",
+                    "refresh_button",
+                ]
+            },
         ),
     ]
     actions = ["refresh_schemas"]
-    # A changed model or pinned version makes the cached schema someone else's.
-    SCHEMA_FIELDS = frozenset({"owner", "name", "version", "token"})
 
     @admin.action(description="Refresh schema from Replicate")
     def refresh_schemas(self, request: HttpRequest, queryset: QuerySet[CatalogModel]) -> None:
         for model in queryset.select_related("token"):
             refresh_schema(request, model)
 
+    def get_form(
+        self, request: HttpRequest, obj: CatalogModel | None = None, **kwargs: Any
+    ) -> type[forms.ModelForm]:
+        form = super().get_form(request, obj, **kwargs)
+        form.refresh_requested = "_refresh_schema" in request.POST
+        return form
+
     def save_model(
         self, request: HttpRequest, obj: CatalogModel, form: forms.ModelForm, change: bool
     ) -> None:
         super().save_model(request, obj, form, change)
-        wanted = "_refresh_schema" in request.POST
-        first_time = not change and not obj.input_schema
-        if wanted or first_time or self.SCHEMA_FIELDS.intersection(form.changed_data):
-            # The save stands even when Replicate cannot be reached; a message says so.
-            refresh_schema(request, obj)
+        fetched = getattr(form, "fetched", None)
+        if fetched is not None:  # checked in the form's clean(): it exists upstream
+            apply_schema(request, obj, fetched)
 
     def response_change(self, request: HttpRequest, obj: CatalogModel) -> HttpResponse:
         if "_refresh_schema" in request.POST:
@@ -223,6 +349,18 @@ class CatalogModelAdmin(admin.ModelAdmin):
             return "—"
         ordered = sorted(properties, key=lambda name: properties[name].get("x-order", 1_000))
         return ", ".join(ordered)
+
+    @admin.display(description="schema changes")
+    def schema_change_list(self, obj: CatalogModel) -> str:
+        if not obj.schema_changed_from:
+            return "—"
+        changes = obj.schema_changes or ["No input changed."]
+        return format_html(
+            "<p>From version <code>{}</code> to <code>{}</code>:</p><ul>{}</ul>",
+            obj.schema_changed_from[:12],
+            obj.schema_version[:12],
+            format_html_join("", "<li>{}</li>", ((change,) for change in changes)),
+        )
 
     @admin.display(description="refresh")
     def refresh_button(self, obj: CatalogModel) -> str:

@@ -336,8 +336,13 @@ class FeedConsumer(JsonMessagesConsumer):
             if parent is None:
                 await self.error("Unknown parent prediction.", {"parent": ["Unknown prediction."]})
                 return
+        # A re-run of this model runs its parent's version (against that version's schema).
+        version = model.run_version
+        if parent is not None and parent.model_id == model.pk and parent.version:
+            version = parent.version
+        input_schema = (await db(model.schema_for)(version))[0]
         try:
-            cleaned = schema.clean_input(model, data)
+            cleaned = schema.clean_input(model, data, input_schema=input_schema)
         except schema.InvalidInput as exc:
             await self.error("The input is not valid.", exc.errors)
             return
@@ -351,6 +356,7 @@ class FeedConsumer(JsonMessagesConsumer):
             input=cleaned,
             source=Prediction.Source.WEBSOCKET,
             parent=parent,
+            version=version,
         )
         await self.send_json(
             {

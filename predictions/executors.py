@@ -57,8 +57,13 @@ async def start_prediction(
     input: dict[str, Any],
     source: str,
     parent: Prediction | None = None,
+    version: str | None = None,
 ) -> Prediction:
     """Create the row (queued) for an already validated input and hand it to the executor.
+
+    `version` defaults to the model's run version (pinned, else the latest known for a
+    community model; empty for an unpinned official model, which runs by name and gets its
+    version from Replicate's answer).
 
     The awaited create has committed (async code runs in autocommit) before the Celery
     message goes out, so a worker never looks for a row that is not there yet.
@@ -67,7 +72,7 @@ async def start_prediction(
         owner=owner,
         model=model,
         model_ref=model.ref,
-        version=model.version,
+        version=model.run_version if version is None else version,
         input=input,
         hidden_inputs=list(model.hidden_inputs or []),
         source=source,

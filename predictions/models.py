@@ -59,6 +59,10 @@ class ApiToken(models.Model):
 
     objects = ApiTokenQuerySet.as_manager()
 
+    # last_used_at is a hint for admins, not an audit log: one write a minute at most, so
+    # busy tokens do not turn every prediction into a contended UPDATE.
+    LAST_USED_PRECISION = timedelta(minutes=1)
+
     class Meta:
         verbose_name = "API token"
         ordering = ["label"]
@@ -83,6 +87,13 @@ class ApiToken(models.Model):
     def get_token(self) -> str:
         """The plaintext token; raises crypto.TokenKeyError rather than return ciphertext."""
         return crypto.decrypt(self.ciphertext)
+
+    @classmethod
+    def mark_used(cls, pk: int) -> None:
+        """Record that token `pk` was used now, unless that was recorded within the minute."""
+        now = timezone.now()
+        stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - cls.LAST_USED_PRECISION)
+        cls.objects.filter(stale, pk=pk).update(last_used_at=now)
 
 
 class CatalogModelQuerySet(models.QuerySet):
@@ -116,6 +127,17 @@ class CatalogModel(models.Model):
     output_schema = models.JSONField(default=dict, blank=True, editable=False)
     schema_version = models.CharField(max_length=64, blank=True, editable=False)
     schema_fetched_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # What changed in the input schema at the last pin or refresh (sentences, for admins).
+    schema_changes = models.JSONField(default=list, blank=True, editable=False)
+    schema_changed_from = models.CharField(max_length=64, blank=True, editable=False)
+    # From the model's metadata, refreshed with the schema. Replicate runs only official
+    # models by owner/name; community models need a version id.
+    is_official = models.BooleanField(
+        "official model",
+        default=False,
+        editable=False,
+        help_text="Official models run by name; others run their pinned or latest known version.",
+    )
     default_input = models.JSONField(
         default=dict, blank=True, help_text='Values prefilled in the form, e.g. {"seed": 42}.'
     )
@@ -178,12 +200,48 @@ class CatalogModel(models.Model):
         ):
             raise ValidationError({"hidden_inputs": "Enter a JSON list of input names."})
 
+    @property
+    def run_version(self) -> str:
+        """The version a new run uses: the pinned one, else (community models) the latest
+        known; "" for an unpinned official model, which Replicate runs by name."""
+        if self.version:
+            return self.version
+        return "" if self.is_official else self.schema_version
+
+    def schema_for(self, version: str) -> tuple[dict, dict]:
+        """(input, output) schema of `version` if it is kept, else the current ones."""
+        if version and version != self.schema_version:
+            kept = self.schemas.filter(version_id=version).first()
+            if kept is not None:
+                return kept.input_schema, kept.output_schema
+        return self.input_schema, self.output_schema
+
     def resolve_token(self) -> ApiToken | None:
         """The model's own token, else the default. A disabled own token is returned as is
         (the run then fails saying so) rather than silently billing another account."""
         if self.token_id:
             return self.token
         return ApiToken.objects.default()
+
+
+class ModelSchema(models.Model):
+    """The input/output schema of one version of a catalogue model, kept when a newer one
+    is pinned or fetched, so old predictions still render and re-run against their own."""
+
+    model = models.ForeignKey(CatalogModel, on_delete=models.CASCADE, related_name="schemas")
+    version_id = models.CharField(max_length=64)
+    input_schema = models.JSONField(default=dict)
+    output_schema = models.JSONField(default=dict)
+    fetched_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["model", "-fetched_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "version_id"], name="unique_model_schema")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_id}:{self.version_id[:12]}"
 
 
 class PredictionQuerySet(models.QuerySet):
@@ -231,6 +289,7 @@ class Prediction(models.Model):
     )
     # Kept as text so history survives a model leaving the catalogue.
     model_ref = models.CharField("model", max_length=201)
+    # The exact version id that ran (as upstream reported it); empty until it is known.
     version = models.CharField(max_length=64, blank=True)
     input = models.JSONField(default=dict)
     # Inputs an admin set and hid from members (the model's hidden_inputs when it ran):

@@ -36,7 +36,9 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import mimetypes
+import re
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -50,7 +52,7 @@ from django.utils.text import get_valid_filename
 
 from . import events, upstream
 from .database import db
-from .models import OutputFile, Prediction
+from .models import ApiToken, OutputFile, Prediction
 from .upstream import Credentials, UpstreamError
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,13 @@ CREATE_ATTEMPTS = 5
 CREATE_MAX_WAIT_SECONDS = 30.0
 # Consecutive failed reads (5xx, network) before the prediction is given up as failed.
 READ_ATTEMPTS = 8
+# An output file download that fails for a passing reason (5xx, 429, network) is tried this
+# many times in all, waiting twice as long each time from the first wait; then its URL is kept.
+DOWNLOAD_ATTEMPTS = 4
+DOWNLOAD_FIRST_WAIT_SECONDS = 0.5
+# Replicate's own Cancel-After stops a prediction at its deadline; the console's timer
+# waits this much longer, as the fallback when upstream did not (or could not be asked).
+DEADLINE_GRACE_SECONDS = 5.0
 # Output files larger than this stay on Replicate (their URL is kept).
 
 # Clocks differ: look for an unrecorded create this long before the row was written.
@@ -81,8 +90,10 @@ _CONSOLE_STATUS = {
     "succeeded": Status.SUCCEEDED,
     "failed": Status.FAILED,
     "canceled": Status.CANCELED,
-    "aborted": Status.FAILED,
+    # Stopped by its deadline before it started: for a person, that is a cancel.
+    "aborted": Status.CANCELED,
 }
+_VERSION_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 class LeaseLost(Exception):
@@ -168,13 +179,13 @@ def _fenced_update(
     return False, False
 
 
-def _credentials(prediction: Prediction) -> Credentials:
+def _token(prediction: Prediction) -> ApiToken | None:
     token = prediction.model.resolve_token() if prediction.model else None
-    if token is None:
-        from .models import ApiToken
+    return token if token is not None else ApiToken.objects.default()
 
-        token = ApiToken.objects.default()
-    return upstream.credentials_for(token)
+
+def _credentials(prediction: Prediction) -> Credentials:
+    return upstream.credentials_for(_token(prediction))
 
 
 def _save_file(
@@ -265,22 +276,25 @@ async def run_prediction(prediction_id: uuid.UUID | str) -> str:
     claimed = await db(_claim_with_credentials)(pk, lease_seconds())
     if claimed is None:
         return "busy"
-    prediction, lease, resumed, creds = claimed
-    return await Run(prediction, lease, resumed).main(creds)
+    prediction, lease, resumed, creds, token_pk = claimed
+    run = Run(prediction, lease, resumed)
+    run.token_pk = token_pk
+    return await run.main(creds)
 
 
 def _claim_with_credentials(
     prediction_id: uuid.UUID, lease: float
-) -> tuple[Prediction, datetime, bool, Credentials | UpstreamError] | None:
-    """claim() and the token to use, in one trip to a database thread."""
+) -> tuple[Prediction, datetime, bool, Credentials | UpstreamError, int | None] | None:
+    """claim() and the token to use (credentials and its pk), in one trip to a DB thread."""
     claimed = claim(prediction_id, lease)
     if claimed is None:
         return None
+    token = _token(claimed[0])
     try:
-        creds: Credentials | UpstreamError = _credentials(claimed[0])
+        creds: Credentials | UpstreamError = upstream.credentials_for(token)
     except UpstreamError as exc:
         creds = exc
-    return (*claimed, creds)
+    return (*claimed, creds, token.pk if token else None)
 
 
 class Run:
@@ -297,7 +311,13 @@ class Run:
         self.deadline_seconds = float(deadline)
         self.deadline_at = prediction.created_at + timedelta(seconds=deadline)
         self.creds: Credentials | None = None
+        self.token_pk: int | None = None
         self.upstream_id = prediction.upstream_id
+        self.version = prediction.version
+        # Set when the deadline stopped it (ours or upstream's): the reason, for a person.
+        self.deadline_reason = ""
+        # Whether the create asked Replicate to enforce the deadline (Cancel-After).
+        self.cancel_after_sent = False
         self.last_data: dict[str, Any] | None = None
 
         # What watchers have been sent (and what the row gets at each flush).
@@ -366,6 +386,8 @@ class Run:
         assert self._pump_task is not None
         driver = asyncio.create_task(self._drive(), name=f"drive-{self.pk}")
         remaining = (self.deadline_at - timezone.now()).total_seconds()
+        if self.deadline_seconds >= upstream.MIN_CANCEL_AFTER_SECONDS:
+            remaining += DEADLINE_GRACE_SECONDS  # upstream's Cancel-After goes first
         try:
             async with asyncio.timeout_at(loop.time() + max(0.0, remaining)):
                 await asyncio.wait({driver, self._pump_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -374,13 +396,12 @@ class Run:
             driver.cancel()
             await asyncio.gather(driver, return_exceptions=True)
             await self._cancel_upstream()
-            model = self.p.model_ref
             limit = _human_duration(self.deadline_seconds)
-            message = (
-                f"Stopped after {limit}: {model} did not finish within its deadline, "
-                "so the console canceled it."
+            self.deadline_reason = (
+                f"Stopped after {limit}: {self.p.model_ref} did not finish within its "
+                "deadline, so the console canceled it."
             )
-            return self.last_data or {}, message
+            return {**(self.last_data or {}), "status": "canceled"}, ""
         finally:
             if not driver.done():
                 driver.cancel()
@@ -420,6 +441,8 @@ class Run:
                 return {"status": "canceled"}  # asked before it ever reached Replicate
             data = await self._create()
             await self._record_created(data)
+            if self.token_pk is not None:
+                await db(ApiToken.mark_used)(self.token_pk)
             if data.get("status") in UPSTREAM_TERMINAL:
                 return data
             if self.streams_text and (data.get("urls") or {}).get("stream"):
@@ -433,19 +456,27 @@ class Run:
 
     # ------------------------------------------------------------------ upstream
 
+    def _cancel_after(self) -> int | None:
+        """Seconds left until the deadline, for Replicate's Cancel-After (None: too short)."""
+        left = math.ceil((self.deadline_at - timezone.now()).total_seconds())
+        return left if left >= upstream.MIN_CANCEL_AFTER_SECONDS else None
+
     async def _create(self) -> dict[str, Any]:
         assert self.creds is not None
         hook = webhook_url()
         for attempt in range(1, CREATE_ATTEMPTS + 1):
+            cancel_after = self._cancel_after()
+            self.cancel_after_sent = cancel_after is not None
             call = asyncio.ensure_future(
                 upstream.create_prediction(
                     self.creds,
                     model_ref=self.p.model_ref,
-                    version=self.p.version,
+                    version=self.version,
                     input=self.p.input,
                     stream=self.streams_text,
                     webhook=hook,
                     webhook_events_filter=["completed"] if hook else None,
+                    cancel_after=cancel_after,
                 )
             )
             try:
@@ -633,6 +664,7 @@ class Run:
             "event_seq": self.seq,
             "started_at": self.started_at,
             "upstream_id": self.upstream_id,
+            "version": self.version,
         }
         if not self.streams_text:
             fields["output"] = self.output
@@ -761,6 +793,10 @@ class Run:
         async with self._lock:
             self.upstream_id = str(data["id"])
             self.last_data = data
+            reported = str(data.get("version") or "")
+            # Official models may answer "hidden"; then the requested version (if any) stands.
+            if _VERSION_ID.match(reported):
+                self.version = reported
             self._set_status(_CONSOLE_STATUS.get(str(data.get("status")), Status.STARTING))
             self.status_changed = False
             event = self._numbered(events.STATUS, status=self.status, canceling=self.canceling)
@@ -800,11 +836,9 @@ class Run:
         upstream_status = str(data.get("status") or "failed")
         status = Status.FAILED if error else _CONSOLE_STATUS.get(upstream_status, Status.FAILED)
         if not error and status == Status.FAILED:
-            error = str(data.get("error") or "").strip() or (
-                "Replicate aborted this prediction before it finished."
-                if upstream_status == "aborted"
-                else "The model failed without saying why."
-            )
+            error = str(data.get("error") or "").strip() or "The model failed without saying why."
+        if status == Status.CANCELED and not error:
+            error = self._deadline_reason(upstream_status)
         async with self._lock:
             output = data.get("output", self.output)
             final_text = text_of(output) if self.streams_text else None
@@ -824,7 +858,8 @@ class Run:
                 self.logs = logs
 
             files: list[OutputFile] = []
-            if status == Status.SUCCEEDED and not self.streams_text:
+            if not self.streams_text:
+                # Failed and canceled runs may have made files too: they expire all the same.
                 output, files = await self._archive(output)
                 if files:
                     listing = [events.serialize_file(self.pk, f) for f in files]
@@ -856,6 +891,42 @@ class Run:
             self._send_user_status()
         logger.info("prediction %s: %s", self.pk, status)
 
+    def _deadline_reason(self, upstream_status: str) -> str:
+        """Why a prediction nobody canceled ended canceled: its deadline (ours or upstream's)."""
+        if self.deadline_reason:
+            return self.deadline_reason  # the console's own timer
+        if self.canceling:
+            return ""  # someone pressed cancel
+        limit = _human_duration(self.deadline_seconds)
+        if upstream_status == "aborted":
+            return (
+                f"Canceled: {self.p.model_ref} had not started within its {limit} deadline, "
+                "so Replicate stopped it before it ran (not billed)."
+            )
+        asked = self.cancel_after_sent or (self.last_data or {}).get("deadline")
+        # (A cancel well before the deadline came from elsewhere, e.g. Replicate's web page.)
+        if asked and timezone.now() >= self.deadline_at - timedelta(seconds=1):
+            return (
+                f"Canceled: {self.p.model_ref} did not finish within its {limit} deadline, "
+                "so Replicate stopped it."
+            )
+        return ""
+
+    async def _download(self, url: str) -> tuple[bytes, str]:
+        """One output file, retrying passing failures with backoff (bounded)."""
+        assert self.creds is not None
+        wait = DOWNLOAD_FIRST_WAIT_SECONDS
+        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+            try:
+                return await upstream.download_file(self.creds, url, max_bytes=max_file_bytes())
+            except UpstreamError as exc:
+                if not exc.retryable or attempt == DOWNLOAD_ATTEMPTS:
+                    raise
+                logger.info("prediction %s: download attempt %d: %s", self.pk, attempt, exc)
+                await asyncio.sleep(exc.retry_after if exc.retry_after else wait)
+                wait *= 2
+        raise AssertionError("unreachable")
+
     async def _archive(self, output: Any) -> tuple[Any, list[OutputFile]]:
         """Copy output files into our storage; the output then points at our copies."""
         urls = _file_urls(output)
@@ -869,9 +940,7 @@ class Run:
                 saved[position] = existing[position]  # copied before a restart
                 continue
             try:
-                content, content_type = await upstream.download_file(
-                    self.creds, url, max_bytes=max_file_bytes()
-                )
+                content, content_type = await self._download(url)
             except UpstreamError as exc:
                 logger.warning(
                     "prediction %s: output file %d not copied: %s", self.pk, position, exc

@@ -321,6 +321,7 @@ def form_fields(
     model: "CatalogModel",
     values: Mapping[str, Any] | None = None,
     errors: Mapping[str, list[str]] | None = None,
+    input_schema: Mapping[str, Any] | None = None,
 ) -> list[Field]:
     """Fields for the model's form, each with the value to show and its errors.
 
@@ -328,7 +329,8 @@ def form_fields(
     admin's default, the schema's default.
     """
     admin_defaults = model.default_input if isinstance(model.default_input, dict) else {}
-    fields = fields_for(model.input_schema, model.hidden_inputs or [])
+    schema = model.input_schema if input_schema is None else input_schema
+    fields = fields_for(schema, model.hidden_inputs or [])
     for spec in fields:
         if values is not None and spec.name in values:
             spec.value = values[spec.name]
@@ -344,14 +346,19 @@ def _is_empty(value: Any) -> bool:
     return value is MISSING or value is None or value == "" or value == []
 
 
-def clean_input(model: "CatalogModel", data: Mapping[str, Any]) -> dict[str, Any]:
+def clean_input(
+    model: "CatalogModel",
+    data: Mapping[str, Any],
+    input_schema: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Validate and coerce a user's input for `model`; raise InvalidInput with field errors.
 
     Hidden inputs cannot be set by users: whatever they send is ignored and the admin's
     value (if any) is sent. Missing or empty optional fields are dropped so the model's
     own defaults apply upstream; missing fields take the admin's default first.
+    `input_schema` is another version's (a re-run of an older version); default: current.
     """
-    schema = model.input_schema or {}
+    schema = (model.input_schema if input_schema is None else input_schema) or {}
     if not schema.get("properties"):
         raise InvalidInput(
             {"__all__": ["This model's input schema has not been fetched yet; ask an admin."]}
@@ -605,3 +612,76 @@ def api_snippet(model: "CatalogModel", input: Mapping[str, Any]) -> str:
         "    print(output)\n\n\n"
         "asyncio.run(main())\n"
     )
+
+
+# ---------------------------------------------------------------------------- admin checks
+
+
+def admin_input_problems(
+    input_schema: Mapping[str, Any], default_input: Any, hidden_inputs: Any
+) -> dict[str, list[str]]:
+    """What is wrong with an admin's default and hidden inputs under `input_schema`:
+    {"default_input" | "hidden_inputs": [messages]}. Empty when they all apply."""
+    specs = {spec.name: spec for spec in fields_for(input_schema)}
+    problems: dict[str, list[str]] = {}
+    defaults = default_input if isinstance(default_input, dict) else {}
+    for name, value in defaults.items():
+        if name not in specs:
+            problems.setdefault("default_input", []).append(f"The model has no input “{name}”.")
+            continue
+        try:
+            coerce(specs[name], value)
+        except (ValueError, TypeError) as exc:
+            problems.setdefault("default_input", []).append(f"{name}: {exc}")
+    hidden = hidden_inputs if isinstance(hidden_inputs, list) else []
+    for name in hidden:
+        if name not in specs:
+            problems.setdefault("hidden_inputs", []).append(f"The model has no input “{name}”.")
+        elif specs[name].required and name not in defaults:
+            problems.setdefault("hidden_inputs", []).append(
+                f"“{name}” is required: give it a default above, or do not hide it."
+            )
+    return problems
+
+
+def _describe(spec: Field) -> dict[str, str]:
+    """The parts of an input that matter to someone filling the form, as text."""
+    parts = {"type": spec.kind}
+    if spec.has_default:
+        parts["default"] = json.dumps(spec.default, ensure_ascii=False)
+    if spec.minimum is not None or spec.maximum is not None:
+        low = "" if spec.minimum is None else _fmt(spec.minimum)
+        high = "" if spec.maximum is None else _fmt(spec.maximum)
+        parts["range"] = f"{low}–{high}"
+    if spec.choices:
+        parts["choices"] = ", ".join(str(choice) for choice in spec.choices)
+    if spec.required:
+        parts["required"] = "yes"
+    return parts
+
+
+def schema_diff(
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+    default_input: Any = None,
+    hidden_inputs: Any = None,
+) -> list[str]:
+    """What changed from the `old` to the `new` input schema, one sentence per change:
+    added, removed and changed inputs (type, default, range, choices), then the admin's
+    defaults and hidden inputs that no longer apply."""
+    before = {spec.name: spec for spec in fields_for(old)}
+    after = {spec.name: spec for spec in fields_for(new)}
+    changes = [
+        f"Added input “{name}” ({after[name].kind})." for name in after if name not in before
+    ]
+    changes += [f"Removed input “{name}”." for name in before if name not in after]
+    for name in (n for n in after if n in before):
+        was, now = _describe(before[name]), _describe(after[name])
+        for aspect in ("type", "default", "range", "choices", "required"):
+            if was.get(aspect) != now.get(aspect):
+                old, new_ = was.get(aspect, "none"), now.get(aspect, "none")
+                changes.append(f"Input “{name}”: {aspect} {old} → {new_}.")
+    problems = admin_input_problems(new or {}, default_input, hidden_inputs)
+    changes += [f"Default input no longer applies: {p}" for p in problems.get("default_input", [])]
+    changes += [f"Hidden input no longer applies: {p}" for p in problems.get("hidden_inputs", [])]
+    return changes

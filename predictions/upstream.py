@@ -80,7 +80,10 @@ PREDICTION_FIELDS = (
     "created_at",
     "started_at",
     "completed_at",
+    "deadline",
 )
+# Replicate's limits for the Cancel-After header.
+MIN_CANCEL_AFTER_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,7 @@ class ModelSchema:
     title: str = ""
     description: str = ""
     cover_image_url: str = ""
+    is_official: bool = False
 
 
 # ---------------------------------------------------------------------------- credentials
@@ -188,6 +192,8 @@ def credentials_for(token: ApiToken | None, *, include_disabled: bool = False) -
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Credentials, replicate.Client]]
 _clients = weakref.WeakKeyDictionary()
 _clients_lock = threading.Lock()
+# Set by `create_prediction` for the one create request it sends: see `_add_cancel_after`.
+_cancel_after: ContextVar[int | None] = ContextVar("replicate_cancel_after", default=None)
 # Set by `call_sync`: clients private to one synchronous call, closed when it ends. Under
 # ASGI, async_to_sync runs the call on the server's own loop, where a call-scoped client
 # keeps the admin's requests from closing (or sharing) the runner's pool.
@@ -205,7 +211,7 @@ def _new_client(creds: Credentials) -> replicate.Client:
             connect=min(CONNECT_TIMEOUT, creds.timeout),
             pool=min(10.0, creds.timeout),
         ),
-        event_hooks={"response": [_raise_for_problem]},
+        event_hooks={"request": [_add_cancel_after], "response": [_raise_for_problem]},
         # Every streaming prediction holds a connection for its whole life: httpx's default
         # pool of 100 would queue the 101st stream behind the others. (Only async methods are
         # used, so an async transport is right for this client.)
@@ -387,6 +393,17 @@ def _problem_error(
     return UpstreamError("bad_response", f"Replicate answered {status}{explained}", status=status)
 
 
+async def _add_cancel_after(request: httpx.Request) -> None:
+    """httpx request hook: Replicate's Cancel-After header on a create.
+
+    replicate 1.0.7 has no parameter for it, and a client-wide header would go on every
+    request; the context variable is set only around the create call.
+    """
+    seconds = _cancel_after.get()
+    if seconds is not None and request.method == "POST":
+        request.headers["Cancel-After"] = f"{seconds}s"
+
+
 async def _raise_for_problem(response: httpx.Response) -> None:
     """httpx response hook: read error bodies ourselves, before ReplicateError drops fields.
 
@@ -475,10 +492,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _prediction_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A prediction's fields as plain JSON, made storable (model output is untrusted text).
+    Every prediction this module returns comes through here."""
+    return untrusted.scrub({name: _plain(data.get(name)) for name in PREDICTION_FIELDS})
+
+
 def _prediction_dict(prediction: ClientPrediction) -> dict[str, Any]:
-    """The prediction as plain JSON, made storable (model output is untrusted text)."""
-    plain = {name: _plain(getattr(prediction, name, None)) for name in PREDICTION_FIELDS}
-    return untrusted.scrub(plain)
+    return _prediction_fields({name: getattr(prediction, name, None) for name in PREDICTION_FIELDS})
 
 
 # ---------------------------------------------------------------------------- predictions
@@ -493,11 +514,16 @@ async def create_prediction(
     stream: bool = False,
     webhook: str | None = None,
     webhook_events_filter: list[str] | None = None,
+    cancel_after: int | None = None,
 ) -> dict[str, Any]:
     """Create a prediction and return it at once (no Prefer: wait; the runner streams/polls).
 
-    An empty `version` runs the model's latest version through the models endpoint.
+    An empty `version` runs the model's latest version through the models endpoint, which
+    Replicate offers for official models only. `cancel_after` (seconds, at least 5) asks
+    Replicate to stop it then: `canceled` if it runs, `aborted` if it never started.
     """
+    if cancel_after is not None and cancel_after < MIN_CANCEL_AFTER_SECONDS:
+        raise ValueError(f"cancel_after must be at least {MIN_CANCEL_AFTER_SECONDS} seconds")
     client = _client(creds)
     params: dict[str, Any] = {}
     if stream:
@@ -511,31 +537,57 @@ async def create_prediction(
         if version
         else f"Model {model_ref} does not exist or you cannot access it."
     )
-    with _translated(creds, not_found=missing):
-        if version:
-            prediction = await client.predictions.async_create(
-                version=version, input=input, **params
-            )
-        else:
-            # Not predictions.async_create(model=...): that path drops parameters.
-            prediction = await client.models.predictions.async_create(
-                model=model_ref, input=input, **params
-            )
+    reset = _cancel_after.set(cancel_after)
+    try:
+        with _translated(creds, not_found=missing):
+            if version:
+                prediction = await client.predictions.async_create(
+                    version=version, input=input, **params
+                )
+            else:
+                # Not predictions.async_create(model=...): that path drops parameters.
+                prediction = await client.models.predictions.async_create(
+                    model=model_ref, input=input, **params
+                )
+    finally:
+        _cancel_after.reset(reset)
     return _prediction_dict(prediction)
+
+
+def is_sandbox(creds: Credentials) -> bool:
+    """Whether these credentials point at the console's built-in sandbox."""
+    return httpx.URL(creds.base_url).path.rstrip("/").endswith("/sandbox")
+
+
+def _forgotten(creds: Credentials, upstream_id: str) -> str:
+    if is_sandbox(creds):
+        return (
+            f"The sandbox has no prediction {upstream_id}: the sandbox was restarted, and it "
+            "keeps predictions in memory only, so it forgot this one."
+        )
+    return f"Replicate has no prediction {upstream_id} (any more)."
+
+
+async def _prediction_json(creds: Credentials, method: str, path: str, upstream_id: str) -> dict:
+    """A prediction as plain JSON, read without the client's Prediction model: 1.0.7 cannot
+    parse the `aborted` status (a deadline reached before it started) and drops `deadline`."""
+    client = _client(creds)
+    with _translated(creds, not_found=_forgotten(creds, upstream_id)):
+        # The client's own request method: its base URL, token, headers and GET retries.
+        response = await client._async_request(method, path)
+        data = response.json()
+    if not isinstance(data, dict) or not data.get("id"):
+        raise UpstreamError("bad_response", "Replicate sent a prediction this console cannot read.")
+    return _prediction_fields(data)
 
 
 async def get_prediction(creds: Credentials, upstream_id: str) -> dict[str, Any]:
-    client = _client(creds)
-    with _translated(creds, not_found=f"Replicate has no prediction {upstream_id} (any more)."):
-        prediction = await client.predictions.async_get(upstream_id)
-    return _prediction_dict(prediction)
+    return await _prediction_json(creds, "GET", f"/v1/predictions/{upstream_id}", upstream_id)
 
 
 async def cancel_prediction(creds: Credentials, upstream_id: str) -> dict[str, Any]:
-    client = _client(creds)
-    with _translated(creds, not_found=f"Replicate has no prediction {upstream_id} (any more)."):
-        prediction = await client.predictions.async_cancel(upstream_id)
-    return _prediction_dict(prediction)
+    path = f"/v1/predictions/{upstream_id}/cancel"
+    return await _prediction_json(creds, "POST", path, upstream_id)
 
 
 async def recent_predictions(
@@ -545,19 +597,22 @@ async def recent_predictions(
     this looks for one that was just created)."""
     client = _client(creds)
     found: list[dict[str, Any]] = []
-    cursor: Any = ...
+    page_url = "/v1/predictions"
     with _translated(creds):
         for _ in range(max_pages):
-            page = await client.predictions.async_list(cursor)
-            for prediction in page.results:
-                data = _prediction_dict(prediction)
+            # Read as JSON, as get_prediction does: the client cannot parse `aborted`.
+            page = (await client._async_request("GET", page_url)).json()
+            for item in page.get("results") or []:
+                if not isinstance(item, dict) or not item.get("id"):
+                    continue
+                data = _prediction_fields(item)
                 created = parse_time(data.get("created_at"))
                 if created is not None and created < since:
                     return found
                 found.append(data)
-            if not page.next:
+            if not isinstance(page.get("next"), str):
                 break
-            cursor = page.next
+            page_url = page["next"]
     return found
 
 
@@ -686,23 +741,31 @@ async def get_model_schema(
     """The schema of a pinned `version`, or of the model's latest version."""
     client = _client(creds)
     ref = f"{owner}/{name}"
+    # As JSON: the client's Model drops `is_official`, which decides how a model is run.
     with _translated(creds, not_found=f"Model {ref} does not exist or you cannot access it."):
-        model = await client.models.async_get(owner, name)
+        model = (await client._async_request("GET", f"/v1/models/{owner}/{name}")).json()
+    if not isinstance(model, dict):
+        raise UpstreamError("bad_response", f"Replicate sent an unreadable model for {ref}.")
     if version:
         with _translated(creds, not_found=f"Model {ref} has no version {version}."):
-            found = await model.versions.async_get(version)
+            path = f"/v1/models/{owner}/{name}/versions/{version}"
+            found = (await client._async_request("GET", path)).json()
     else:
-        found = model.latest_version
-        if found is None:
+        found = model.get("latest_version")
+        if not found:
             raise UpstreamError("not_found", f"Model {ref} has no published version yet.")
-    input_schema, output_schema = split_openapi_schema(found.openapi_schema or {})
+    openapi = found.get("openapi_schema") if isinstance(found, dict) else None
+    if not isinstance(openapi, dict) or not found.get("id"):
+        raise UpstreamError("bad_response", f"Replicate sent no schema for {ref}.")
+    input_schema, output_schema = split_openapi_schema(openapi)
     return ModelSchema(
-        version_id=found.id,
+        version_id=str(found["id"]),
         input_schema=input_schema,
         output_schema=output_schema,
-        title=getattr(model, "title", None) or "",
-        description=model.description or "",
-        cover_image_url=model.cover_image_url or "",
+        title=str(model.get("title") or ""),
+        description=str(model.get("description") or ""),
+        cover_image_url=str(model.get("cover_image_url") or ""),
+        is_official=model.get("is_official") is True,
     )
 
 

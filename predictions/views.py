@@ -60,7 +60,7 @@ DATA_URI_MAX_BYTES = 256 * 1024
 # Replicate's files API takes files up to 100 MB.
 UPLOAD_MAX_BYTES = 100 * 1024 * 1024
 # Form fields that are not model inputs.
-CONTROL_FIELDS = {"csrfmiddlewaretoken", "parent"}
+CONTROL_FIELDS = {"csrfmiddlewaretoken", "parent", "run_version"}
 PAGE_SIZES = (10, 25, 50, 100)
 DEFAULT_PAGE_SIZE = 25
 # Output files shown inline; anything else is downloaded as opaque bytes. No SVG: it
@@ -178,9 +178,12 @@ async def render_form(
     values: Mapping[str, Any] | None = None,
     errors: Mapping[str, list[str]] | None = None,
     parent: Prediction | None = None,
+    run_version: str | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    fields = form_fields(model, values, errors)
+    run_version = model.run_version if run_version is None else run_version
+    input_schema = (await db(model.schema_for)(run_version))[0]
+    fields = form_fields(model, values, errors, input_schema=input_schema)
     shown = {spec.name for spec in fields}
     # Errors about inputs the form does not show (unknown, or general) go in the summary.
     general = [
@@ -198,6 +201,10 @@ async def render_form(
         "general_errors": general,
         "error_count": sum(1 for spec in fields if spec.errors) + len(general),
         "parent": parent,
+        "run_version": run_version,
+        # A re-run offers the version it came from and the model's current one.
+        "current_version": model.run_version,
+        "version_differs": parent is not None and run_version != model.run_version,
         "recent": recent,
         "snippet": api_snippet(model, snippet_input(fields)),
         "snippet_config": {
@@ -341,14 +348,21 @@ async def model_page(request: HttpRequest, owner: str, name: str) -> HttpRespons
     if request.method != "POST":
         return await render_form(request, user, model)
 
-    fields = fields_for(model.input_schema, model.hidden_inputs or [])
-    values, pending, too_big = form_values(fields, request.POST, request.FILES)
     parent, parent_error = await db(parent_for)(user, request.POST.get("parent"))
-    errors: dict[str, list[str]] = defaultdict(list, too_big)
+    run_version = request.POST.get("run_version", model.run_version)
+    allowed = {model.run_version} | ({parent.version} if parent and parent.version else set())
+    errors: dict[str, list[str]] = defaultdict(list)
+    if run_version not in allowed:
+        errors["__all__"].append("Choose the version of the run you re-run, or the current one.")
+        run_version = model.run_version
+    input_schema = (await db(model.schema_for)(run_version))[0]
+    fields = fields_for(input_schema, model.hidden_inputs or [])
+    values, pending, too_big = form_values(fields, request.POST, request.FILES)
+    errors.update({name: list(messages) for name, messages in too_big.items()})
     if parent_error:
         errors["__all__"].append(parent_error)
     try:
-        cleaned = clean_input(model, values)
+        cleaned = clean_input(model, values, input_schema=input_schema)
     except InvalidInput as exc:
         for field_name, messages in exc.errors.items():
             if field_name not in too_big:  # "required" would only repeat it
@@ -369,6 +383,7 @@ async def model_page(request: HttpRequest, owner: str, name: str) -> HttpRespons
             values=values,
             errors=errors,
             parent=parent,
+            run_version=run_version,
             status=400 if refused is None else 429,
         )
         if refused is not None:
@@ -379,11 +394,23 @@ async def model_page(request: HttpRequest, owner: str, name: str) -> HttpRespons
     except upstream.UpstreamError as exc:
         errors["__all__"].append(f"Could not upload your file: {exc}")
         return await render_form(
-            request, user, model, values=values, errors=errors, parent=parent, status=502
+            request,
+            user,
+            model,
+            values=values,
+            errors=errors,
+            parent=parent,
+            run_version=run_version,
+            status=502,
         )
 
     prediction = await executors.start_prediction(
-        owner=user, model=model, input=cleaned, source=Prediction.Source.WEB, parent=parent
+        owner=user,
+        model=model,
+        input=cleaned,
+        source=Prediction.Source.WEB,
+        parent=parent,
+        version=run_version,
     )
     return see_other(reverse("predictions:detail", args=[prediction.pk]))
 
@@ -395,7 +422,13 @@ async def prediction_rerun(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     if parent.model_id is None:
         raise Http404("The model of this prediction is no longer in the catalogue.")
     model = await db(runnable_model)(user, pk=parent.model_id)
-    return await render_form(request, user, model, values=parent.input, parent=parent)
+    # The parent's own version by default (its schema is kept); the form offers the current.
+    version = parent.version if parent.version else model.run_version
+    if request.GET.get("version") == "current":
+        version = model.run_version
+    return await render_form(
+        request, user, model, values=parent.input, parent=parent, run_version=version
+    )
 
 
 # ---------------------------------------------------------------------------- live page
@@ -732,6 +765,7 @@ def filtered_history(user: User, filters: HistoryFilters, models: list[CatalogMo
     return qs.select_related("owner").only(
         "id",
         "model_ref",
+        "version",
         "status",
         "input_text",
         "input",

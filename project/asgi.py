@@ -5,6 +5,16 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+
+try:
+    from twisted.web import http as twisted_http
+except ImportError:  # another ASGI server: it has its own reason phrases
+    pass
+else:
+    # daphne passes only the status code on, and Twisted's table lacks these: without them
+    # a 422 or 429 goes out as "HTTP/1.1 422 Unknown Status".
+    twisted_http.RESPONSES.setdefault(422, b"Unprocessable Entity")
+    twisted_http.RESPONSES.setdefault(429, b"Too Many Requests")
 # Initialise Django (apps, models) before anything imports them.
 django_asgi_app = get_asgi_application()
 

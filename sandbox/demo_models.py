@@ -1,4 +1,7 @@
-"""The sandbox's demo models (owner `sandbox`), with Cog-style OpenAPI schemas.
+"""The sandbox's demo models, with Cog-style OpenAPI schemas.
+
+Official models (owner `sandbox`, ``is_official: true``: Replicate runs their latest version
+through ``POST /v1/models/{owner}/{name}/predictions``):
 
 - ``sandbox/text``  streams made-up text token by token (iterator output, streams);
 - ``sandbox/image`` draws PNG/JPEG/WebP pictures of the prompt with Pillow (file URLs,
@@ -7,12 +10,19 @@
   its logs and, at the end, its one output);
 - ``sandbox/fail``  logs a few lines, yields a little output, then fails (streams).
 
+A community model (``is_official: false``: like most of Replicate, it runs only by version,
+and the model-level endpoint answers 404):
+
+- ``sandbox-community/echo`` answers at once with its input text, prefixed with the
+  version that ran (``"echo v3: hello"``); three versions whose schemas differ.
+
 Outputs are deterministic for a given seed; without a seed, one is derived from the
-prompt, so the same input always gives the same output. Each model has two versions with
-stable ids (sha256 of "sandbox/<name>:<label>"); the first listed is the latest.
+prompt, so the same input always gives the same output. Each official model has two versions with
+stable ids (sha256 of "<owner>/<name>:<label>"); the first listed is the latest.
 """
 
 import asyncio
+import base64
 import hashlib
 import io
 import random
@@ -279,6 +289,12 @@ class DemoModel:
     title: str = ""
     versions: list[Version] = field(default_factory=list)  # latest first
     run_count: int = 0
+    # Official models run by owner/name alone; community ones need a version.
+    is_official: bool = True
+    created_at: str = "2024-04-01T12:00:00.000000Z"
+    # The input of `default_example`, and a function giving that example's (output, error).
+    example_input: dict[str, Any] = field(default_factory=dict)
+    example: "Callable[[DemoModel, str], tuple[Any, str | None]] | None" = None
 
     @property
     def ref(self) -> str:
@@ -291,20 +307,60 @@ class DemoModel:
     def version(self, version_id: str) -> Version | None:
         return next((v for v in self.versions if v.id == version_id), None)
 
+    def web_url(self, base_url: str) -> str:
+        return f"{base_url}m/{self.ref}"
+
+    def example_id(self) -> str:
+        """A stable prediction id for the default example (26 base32 characters)."""
+        digest = hashlib.sha256(f"{self.ref}:example".encode()).digest()
+        return base64.b32encode(digest).decode().lower()[:26]
+
+    def default_example(self, base_url: str) -> dict | None:
+        """A finished example prediction, shaped like any other (as Replicate shows one)."""
+        if self.example is None:
+            return None
+        output, error = self.example(self, base_url)
+        version = self.latest_version
+        example_id = self.example_id()
+        return {
+            "id": example_id,
+            "model": self.ref,
+            "version": version.id,
+            "input": dict(self.example_input),
+            "logs": "",
+            "output": output,
+            "data_removed": False,
+            "error": error,
+            "status": "failed" if error else "succeeded",
+            "source": "web",
+            "created_at": version.created_at,
+            "started_at": version.created_at,
+            "completed_at": version.created_at,
+            "urls": {
+                "get": f"{base_url}v1/predictions/{example_id}",
+                "cancel": f"{base_url}v1/predictions/{example_id}/cancel",
+                "web": f"{base_url}p/{example_id}",
+            },
+            "metrics": {"predict_time": 0.1, "total_time": 0.1},
+        }
+
     def as_json(self, base_url: str) -> dict:
         return {
-            "url": f"{base_url}v1/models/{self.ref}",
+            # As on Replicate: the model's web page (replicate.com/<owner>/<name>).
+            "url": self.web_url(base_url),
             "owner": self.owner,
             "name": self.name,
             "description": self.description,
             "visibility": "public",
-            "is_official": True,
+            "is_official": self.is_official,
             "github_url": None,
             "paper_url": None,
             "license_url": None,
+            "weights_url": None,
             "run_count": self.run_count,
             "cover_image_url": None,
-            "default_example": None,
+            "created_at": self.created_at,
+            "default_example": self.default_example(base_url),
             "latest_version": self.latest_version.as_json(),
         }
 
@@ -607,7 +663,10 @@ async def predict_image(prediction: "Prediction", inputs: dict[str, Any]) -> Non
         filename = f"out-{index}.{image_format}"
         outputs.put(prediction.id, filename, content_type, content)
         urls.append(f"{prediction.base_url}delivery/{prediction.id}/{filename}")
+    prediction.metrics["image_count"] = len(urls)
     prediction.set_output(urls)
+    if inputs.get("fail_after_output"):
+        raise RuntimeError("Failed on purpose after making the images")
 
 
 IMAGE_INPUT = {
@@ -665,10 +724,19 @@ IMAGE_INPUT = {
         "Disable safety checker for generated images (there is none).",
         default=False,
     ),
+    "fail_after_output": prop(
+        "fail_after_output",
+        "boolean",
+        11,
+        "Fail once the images are made (a failed run that still has files).",
+        default=False,
+    ),
 }
 IMAGE_OUTPUT = {"type": "array", "items": {"type": "string", "format": "uri"}}
 IMAGE_V1_INPUT = {
-    k: v for k, v in IMAGE_INPUT.items() if k not in ("image", "output_format", "prompt_strength")
+    k: v
+    for k, v in IMAGE_INPUT.items()
+    if k not in ("image", "output_format", "prompt_strength", "fail_after_output")
 }
 
 IMAGE = DemoModel(
@@ -822,7 +890,128 @@ FAIL.versions = [
 ]
 
 
-MODELS: dict[str, DemoModel] = {model.ref: model for model in (TEXT, IMAGE, SLOW, FAIL)}
+# sandbox-community/echo: a community model, so it runs only by version.
+
+
+def echo_output(label: str, inputs: dict[str, Any]) -> str:
+    """What a version answers: its label, then the text (repeated, maybe upper-cased)."""
+    separator = inputs.get("separator", " ")
+    text = separator.join([inputs["text"]] * inputs.get("repeat", 1))
+    if inputs.get("uppercase"):
+        text = text.upper()
+    return f"echo {label}: {text}"
+
+
+def predict_echo(label: str) -> Predict:
+    async def predict(prediction: "Prediction", inputs: dict[str, Any]) -> None:
+        prediction.log(f"echo {label} says hello")
+        prediction.set_output(echo_output(label, inputs))
+
+    return predict
+
+
+ECHO_TEXT = prop("text", "string", 0, "What to say back.")
+ECHO_SEPARATOR = prop("separator", "string", 2, "Put between repeats.", default=" ")
+ECHO = DemoModel(
+    owner="sandbox-community",
+    name="echo",
+    title="Community echo",
+    description="Says its input back, naming the version that ran (a community model: "
+    "run it by version).",
+    streams=False,
+    iterator=False,
+    is_official=False,
+    created_at="2024-03-01T09:00:00.000000Z",
+    example_input={"text": "hello"},
+)
+ECHO.versions = [
+    Version(
+        "v3",
+        ECHO.ref,
+        "2025-04-01T09:00:00.000000Z",
+        "0.13.7",
+        cog_schema(
+            {
+                "text": ECHO_TEXT,
+                "repeat": prop(
+                    "repeat", "integer", 1, "How often.", default=2, minimum=1, maximum=10
+                ),
+                "uppercase": prop("uppercase", "boolean", 3, "Shout it.", default=False),
+            },
+            {"type": "string"},
+            required=["text"],
+        ),
+        predict_echo("v3"),
+    ),
+    Version(
+        "v2",
+        ECHO.ref,
+        "2024-09-01T09:00:00.000000Z",
+        "0.11.1",
+        cog_schema(
+            {
+                "text": ECHO_TEXT,
+                "repeat": prop(
+                    "repeat", "integer", 1, "How often.", default=1, minimum=1, maximum=5
+                ),
+                "separator": ECHO_SEPARATOR,
+            },
+            {"type": "string"},
+            required=["text"],
+        ),
+        predict_echo("v2"),
+    ),
+    Version(
+        "v1",
+        ECHO.ref,
+        "2024-03-01T09:00:00.000000Z",
+        "0.9.9",
+        cog_schema(
+            {"text": ECHO_TEXT, "separator": ECHO_SEPARATOR}, {"type": "string"}, required=["text"]
+        ),
+        predict_echo("v1"),
+    ),
+]
+
+
+# Default examples: each model's `default_example` is a real run of its latest version.
+
+
+def _text_example(model: DemoModel, base_url: str) -> tuple[Any, str | None]:
+    prompt = model.example_input["prompt"]
+    return text_tokens(prompt, derive_seed(prompt), model.example_input["max_tokens"]), None
+
+
+def _image_example(model: DemoModel, base_url: str) -> tuple[Any, str | None]:
+    example_id, filename = model.example_id(), "out-0.webp"
+    if outputs.get(example_id, filename) is None:  # drawn once, again if evicted
+        prompt = model.example_input["prompt"]
+        content = render_image(prompt, 256, 256, derive_seed(prompt), "webp")
+        outputs.put(example_id, filename, "image/webp", content)
+    return [f"{base_url}delivery/{example_id}/{filename}"], None
+
+
+def _slow_example(model: DemoModel, base_url: str) -> tuple[Any, str | None]:
+    return SLOW_INPUT["message"]["default"], None
+
+
+def _fail_example(model: DemoModel, base_url: str) -> tuple[Any, str | None]:
+    return ["partial 1 "], model.example_input["message"]
+
+
+def _echo_example(model: DemoModel, base_url: str) -> tuple[Any, str | None]:
+    return echo_output("v3", {"repeat": 2, **model.example_input}), None
+
+
+TEXT.example_input, TEXT.example = {"prompt": "Once upon a time", "max_tokens": 16}, _text_example
+IMAGE.example_input = {"prompt": "a lighthouse at dusk", "width": 256, "height": 256}
+IMAGE.example = _image_example
+SLOW.example_input, SLOW.example = {"seconds": 1}, _slow_example
+FAIL.example_input = {"message": "Sandbox model failed on purpose", "steps": 1}
+FAIL.example = _fail_example
+ECHO.example = _echo_example
+
+MODELS: dict[str, DemoModel] = {model.ref: model for model in (TEXT, IMAGE, SLOW, FAIL, ECHO)}
 _VERSIONS: dict[str, tuple[DemoModel, Version]] = {
     version.id: (model, version) for model in MODELS.values() for version in model.versions
 }

@@ -22,6 +22,9 @@ Modes:
     running, so a poller still gets the final result.
 ``stuck``
     Predictions created with this spec stay ``starting`` until canceled.
+``download_5xx=N``
+    The first N downloads of each output file of predictions created with this spec
+    answer 503 (the file is there; a client that retries gets it).
 ``create_limit=N`` / ``read_limit=N``
     Per-minute rate limits for this spec instead of 600 creates / 3000 other calls;
     0 means unlimited (the capacity benchmark uses this).
@@ -39,6 +42,7 @@ _INT_MODES = {
     "read_5xx",
     "read_503",
     "cut_after",
+    "download_5xx",
     "create_limit",
     "read_limit",
 }
@@ -55,6 +59,7 @@ class Faults:
     read_5xx: int = 0
     read_503: int = 0
     cut_after: int | None = None
+    download_5xx: int = 0
     stuck: bool = False
     create_limit: int | None = None
     read_limit: int | None = None

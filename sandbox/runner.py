@@ -26,6 +26,7 @@ def start(prediction: Prediction) -> None:
     prediction.task = task
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
+    _watch_deadline(prediction)
 
 
 def cancel(prediction: Prediction) -> None:
@@ -33,9 +34,29 @@ def cancel(prediction: Prediction) -> None:
         prediction.task.cancel()
 
 
+def _enforce_deadline(prediction: Prediction) -> None:
+    """Cancel-After: `aborted` if it never started, `canceled` if it was running."""
+    if prediction.is_terminal:
+        return
+    if prediction.started_at is None:
+        if prediction.finish("aborted") and prediction.task is not None:
+            prediction.task.cancel()
+    else:
+        cancel(prediction)
+
+
+def _watch_deadline(prediction: Prediction) -> None:
+    if prediction.deadline is None:
+        return
+    loop = asyncio.get_running_loop()
+    seconds = (prediction.deadline - prediction.created_at).total_seconds()
+    handle = loop.call_later(max(0.0, seconds), _enforce_deadline, prediction)
+    prediction.finished_callbacks.append(handle.cancel)
+
+
 async def _run(prediction: Prediction) -> None:
-    if prediction.stuck:
-        # The `stuck` fault: never start; cancel() is the only way out.
+    if prediction.faults.stuck:
+        # The `stuck` fault: never start; cancel() or the deadline is the only way out.
         await prediction.finished.wait()
         return
     prediction.mark_processing()

@@ -18,9 +18,12 @@ import json
 import secrets
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+from sandbox.faults import Faults
 
 if TYPE_CHECKING:
     from sandbox.demo_models import DemoModel, Version
@@ -33,7 +36,8 @@ MAX_FILE_SIZE = 100 * 1024 * 1024
 MAX_OUTPUT_BYTES = 256 * 1024 * 1024
 PAGE_SIZE = 100
 
-TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+# `aborted`: stopped by its deadline (Cancel-After) before it ever started.
+TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 
 _sequence = itertools.count(1)
 
@@ -70,16 +74,22 @@ class Prediction:
         input: dict,
         base_url: str,
         deployment: str | None = None,
-        stuck: bool = False,
+        faults: Faults | None = None,
+        deadline: datetime | None = None,
     ) -> None:
         self.id = new_prediction_id()
+        # The stream URL is a capability, as on Replicate: unguessable, and it needs no
+        # token (the JavaScript client fetches it without one).
+        self.stream_key = secrets.token_urlsafe(32)
         self.seq = next(_sequence)
         self.model = model
         self.version = version
         self.input = input
         self.base_url = base_url  # absolute URL of the sandbox root, ending in "/"
         self.deployment = deployment
-        self.stuck = stuck
+        # Chosen by the creating request; they also govern the stream, whoever reads it.
+        self.faults = faults or Faults()
+        self.deadline = deadline  # from Cancel-After
         self.status = "starting"
         self.output: Any = [] if model.iterator else None
         self.error: str | None = None
@@ -94,6 +104,7 @@ class Prediction:
         self.events: list[bytes] = []
         self._changed = asyncio.Event()
         self.finished = asyncio.Event()
+        self.finished_callbacks: list[Callable[[], object]] = []
 
     # Reading
 
@@ -111,7 +122,7 @@ class Prediction:
 
     @property
     def stream_url(self) -> str | None:
-        return f"{self.base_url}v1/streams/{self.id}" if self.model.streams else None
+        return f"{self.base_url}v1/streams/{self.stream_key}" if self.model.streams else None
 
     def as_json(self) -> dict:
         urls = {
@@ -134,13 +145,17 @@ class Prediction:
             "status": self.status,
             "source": "api",
             "created_at": isoformat(self.created_at),
-            "started_at": isoformat(self.started_at),
-            "completed_at": isoformat(self.completed_at),
             "urls": urls,
             "metrics": dict(self.metrics),
         }
+        # Left out until set, as Replicate does: the spec types them as strings, not null.
+        for name, moment in (("started_at", self.started_at), ("completed_at", self.completed_at)):
+            if moment is not None:
+                data[name] = isoformat(moment)
         if self.deployment:
             data["deployment"] = self.deployment
+        if self.deadline:
+            data["deadline"] = isoformat(self.deadline)
         return data
 
     # Writing (called by the runner and the demo models)
@@ -182,11 +197,13 @@ class Prediction:
         if status == "failed":
             self._emit("error", json.dumps({"detail": error}))
             self._emit("done", json.dumps({"reason": "error"}))
-        elif status == "canceled":
+        elif status in ("canceled", "aborted"):
             self._emit("done", json.dumps({"reason": "canceled"}))
         else:
             self._emit("done", "{}")
         self.finished.set()
+        for callback in self.finished_callbacks:
+            callback()
         self._wake()
         self._notify_webhook("completed")
         return True
@@ -241,23 +258,29 @@ class PredictionStore:
     def __init__(self, limit: int = MAX_PREDICTIONS) -> None:
         self.limit = limit
         self._items: OrderedDict[str, Prediction] = OrderedDict()
+        self._by_stream_key: dict[str, Prediction] = {}
 
     def __len__(self) -> int:
         return len(self._items)
 
     def add(self, prediction: Prediction) -> None:
         self._items[prediction.id] = prediction
+        self._by_stream_key[prediction.stream_key] = prediction
         if len(self._items) > self.limit:
             self._evict()
 
     def get(self, prediction_id: str) -> Prediction | None:
         return self._items.get(prediction_id)
 
+    def by_stream_key(self, key: str) -> Prediction | None:
+        return self._by_stream_key.get(key)
+
     def _evict(self) -> None:
         excess = len(self._items) - self.limit
         finished = (p.id for p in self._items.values() if p.is_terminal)
         for prediction_id in list(itertools.islice(finished, excess)):
-            del self._items[prediction_id]
+            evicted = self._items.pop(prediction_id)
+            self._by_stream_key.pop(evicted.stream_key, None)
             outputs.discard_prediction(prediction_id)
 
     def page(self, cursor: str | None) -> tuple[list[Prediction], str | None, str | None]:

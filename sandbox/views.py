@@ -7,10 +7,13 @@ Auth is by API token (see `authenticate`), never by Django login; errors are
 """
 
 import asyncio
+import base64
 import hmac
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import wraps
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,6 +36,10 @@ from sandbox.webhooks import EVENTS, WebhookSender, signing_secret
 SSE_KEEPALIVE_SECONDS = 15.0
 # `Prefer: wait=n` is honoured up to this many seconds (the API's limit).
 MAX_WAIT_SECONDS = 60
+# `Cancel-After` may not be shorter than this (the API's limit).
+MIN_CANCEL_AFTER_SECONDS = 5
+# GET /v1/models answers this many models a page (small, so the cursor is exercised).
+MODELS_PAGE_SIZE = 3
 
 View = Callable[..., Awaitable[HttpResponse]]
 
@@ -54,7 +61,9 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JsonResponse:
 
 
 def not_found_problem() -> JsonResponse:
-    return problem(404, "Not found", "The requested resource could not be found")
+    # Exactly Replicate's body: no title (e.g. a model-level create of a community model).
+    body = {"detail": "The requested resource could not be found", "status": 404}
+    return JsonResponse(body, status=404, content_type="application/problem+json")
 
 
 def throttled(retry_after: int) -> JsonResponse:
@@ -195,6 +204,23 @@ def _prefer_wait(header: str) -> tuple[int, str] | None:
     return None
 
 
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
+
+
+def _cancel_after(header: str) -> timedelta | None:
+    """`30`, `30s`, `5m`, `1h30m45s` -> a duration; ValueError for anything else."""
+    match = _DURATION.match(header.strip())
+    if not header.strip() or match is None:
+        raise ValueError(
+            f"Cancel-After must be a duration such as 30s, 5m or 1h30m, not {header!r}"
+        )
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    duration = timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    if duration.total_seconds() < MIN_CANCEL_AFTER_SECONDS:
+        raise ValueError(f"Cancel-After must be at least {MIN_CANCEL_AFTER_SECONDS} seconds")
+    return duration
+
+
 def _webhook_problems(body: dict) -> list[dict]:
     problems = []
     webhook = body.get("webhook")
@@ -212,7 +238,7 @@ def _webhook_problems(body: dict) -> list[dict]:
     elif events is not None:
         allowed = ", ".join(f'"{e}"' for e in ("start", "output", "logs", "completed"))
         for index, event in enumerate(events):
-            if event not in EVENTS:
+            if not isinstance(event, str) or event not in EVENTS:
                 field = f"webhook_events_filter.{index}"
                 description = f"{field} must be one of the following: {allowed}"
                 problems.append({"type": "enum", "field": field, "description": description})
@@ -234,6 +260,13 @@ async def _create(
     problems += _webhook_problems(body)
     if problems:
         return invalid_input(problems)
+    deadline = None
+    if "Cancel-After" in request.headers:
+        try:
+            lifetime = _cancel_after(request.headers["Cancel-After"])
+        except ValueError as exc:
+            return problem(400, "Invalid Cancel-After header", str(exc))
+        deadline = store.now() + lifetime
 
     prediction = store.Prediction(
         model=model,
@@ -241,7 +274,8 @@ async def _create(
         input=body["input"],
         base_url=base_url(request),
         deployment=deployment,
-        stuck=caller.faults.stuck,
+        faults=caller.faults,
+        deadline=deadline,
     )
     model.run_count += 1
     if body.get("webhook"):
@@ -282,7 +316,8 @@ def _list_predictions(request: HttpRequest) -> JsonResponse:
 
 
 def _resolve_version(ref: Any) -> tuple[DemoModel, Version] | None:
-    """A version id, or (newer API) `owner/name` or `owner/name:version`."""
+    """A version id, or (newer API) `owner/name:version`, or `owner/name` for an official
+    model (a community model has no "latest" to run: it needs its version)."""
     if not isinstance(ref, str):
         return None
     if "/" not in ref:
@@ -291,6 +326,8 @@ def _resolve_version(ref: Any) -> tuple[DemoModel, Version] | None:
     owner, _, name = model_ref.partition("/")
     model = find_model(owner, name)
     if model is None:
+        return None
+    if not version_id and not model.is_official:
         return None
     version = model.version(version_id) if version_id else model.latest_version
     return (model, version) if version else None
@@ -319,7 +356,9 @@ async def latest_version_predictions(
     """/v1/models/<owner>/<name>/predictions, and the same for deployments (urls.py sets
     `deployment`): a deployment named like a demo model runs that model's latest version."""
     model = find_model(owner, name)
-    if model is None:
+    if model is None or (not model.is_official and not deployment):
+        # Replicate runs only official models by name; others need POST /v1/predictions
+        # with a version, and this endpoint does not know them.
         return not_found_problem()
     body = _json_body(request)
     if isinstance(body, JsonResponse):
@@ -350,7 +389,8 @@ async def cancel(request: HttpRequest, caller: Caller, prediction_id: str) -> Ht
     if found is None:
         return not_found_problem()
     runner.cancel(found)
-    return JsonResponse(found.as_json())
+    # Replicate's cancel answer still carries the legacy field.
+    return JsonResponse({**found.as_json(), "webhook_completed": None})
 
 
 async def _events(prediction: store.Prediction, cut_after: int | None) -> AsyncIterator[bytes]:
@@ -372,13 +412,17 @@ async def _events(prediction: store.Prediction, cut_after: int | None) -> AsyncI
             yield b": keepalive\n\n"
 
 
-@api("GET")
-async def stream(request: HttpRequest, caller: Caller, prediction_id: str) -> HttpResponse:
-    found = store.predictions.get(prediction_id)
+@public
+async def stream(request: HttpRequest, key: str) -> HttpResponse:
+    """`urls.stream`: a capability URL, so no token is needed (nor checked, when sent)."""
+    found = store.predictions.by_stream_key(key)
     if found is None or not found.model.streams:
         return not_found_problem()
+    faults = found.faults  # as chosen when the prediction was created
+    if faults.latency:
+        await asyncio.sleep(faults.latency / 1000)
     response = StreamingHttpResponse(
-        _events(found, caller.faults.cut_after), content_type="text/event-stream"
+        _events(found, faults.cut_after), content_type="text/event-stream"
     )
     response["Cache-Control"] = "no-store"
     response["X-Accel-Buffering"] = "no"  # tell a proxy in front not to buffer
@@ -388,11 +432,41 @@ async def stream(request: HttpRequest, caller: Caller, prediction_id: str) -> Ht
 # Models
 
 
+def _models_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o={offset}".encode()).decode().rstrip("=")
+
+
+def _models_offset(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        offset = int(raw.removeprefix("o="))
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("invalid cursor") from None
+    if not raw.startswith("o=") or not 0 <= offset < len(MODELS):
+        raise ValueError("invalid cursor")
+    return offset
+
+
 @api("GET")
 async def models(request: HttpRequest, caller: Caller) -> HttpResponse:
+    """Public models, newest latest version first, in cursor pages (as Replicate lists)."""
     root = base_url(request)
-    results = [model.as_json(root) for model in MODELS.values()]
-    return JsonResponse({"next": None, "previous": None, "results": results})
+    url = request.build_absolute_uri(reverse("sandbox:models"))
+    try:
+        offset = _models_offset(request.GET["cursor"]) if "cursor" in request.GET else 0
+    except ValueError:
+        return problem(400, "Invalid cursor", "The cursor is not one this API handed out")
+    ordered = sorted(MODELS.values(), key=lambda m: m.latest_version.created_at, reverse=True)
+    page = ordered[offset : offset + MODELS_PAGE_SIZE]
+    after = offset + MODELS_PAGE_SIZE
+    before = max(0, offset - MODELS_PAGE_SIZE)
+    return JsonResponse(
+        {
+            "next": f"{url}?cursor={_models_cursor(after)}" if after < len(ordered) else None,
+            "previous": f"{url}?cursor={_models_cursor(before)}" if offset else None,
+            "results": [model.as_json(root) for model in page],
+        }
+    )
 
 
 @api("GET")
@@ -412,6 +486,26 @@ async def model_versions(
         return not_found_problem()
     results = [version.as_json() for version in found.versions]
     return JsonResponse({"next": None, "previous": None, "results": results})
+
+
+@api("GET")
+async def model_examples(
+    request: HttpRequest, caller: Caller, owner: str, name: str
+) -> HttpResponse:
+    found = find_model(owner, name)
+    if found is None:
+        return not_found_problem()
+    example = found.default_example(base_url(request))
+    return JsonResponse({"next": None, "previous": None, "results": [example] if example else []})
+
+
+@api("GET")
+async def model_readme(request: HttpRequest, caller: Caller, owner: str, name: str) -> HttpResponse:
+    found = find_model(owner, name)
+    if found is None:
+        return not_found_problem()
+    readme = f"# {found.ref}\n\n{found.description}\n"
+    return HttpResponse(readme, content_type="text/plain; charset=utf-8")
 
 
 @api("GET")
@@ -442,9 +536,16 @@ async def files(request: HttpRequest, caller: Caller) -> HttpResponse:
         return problem(400, "Bad request", "Send the file as the multipart field 'content'")
     if upload.size > store.MAX_FILE_SIZE:
         return problem(413, "Content Too Large", f"Files may be {store.MAX_FILE_SIZE} bytes")
+    # A plain form field (the Python client), or a JSON file part (the JavaScript client
+    # sends `name="metadata"; filename="blob"`).
+    metadata_part = uploads.get("metadata")
+    if metadata_part is not None:
+        raw_metadata = await asyncio.to_thread(metadata_part.read)
+    else:
+        raw_metadata = request.POST.get("metadata") or "{}"
     try:
-        metadata = json.loads(request.POST.get("metadata") or "{}")
-    except ValueError:
+        metadata = json.loads(raw_metadata or "{}")
+    except (ValueError, UnicodeDecodeError):
         metadata = None
     if not isinstance(metadata, dict):
         return problem(400, "Bad request", "metadata must be a JSON object")
@@ -485,6 +586,11 @@ async def delivery(request: HttpRequest, prediction_id: str, filename: str) -> H
     found = store.outputs.get(prediction_id, filename)
     if found is None:
         return not_found_problem()
+    made_by = store.predictions.get(prediction_id)
+    if made_by is not None and counters.take(
+        f"download_5xx|{prediction_id}|{filename}", made_by.faults.download_5xx
+    ):
+        return problem(503, "Service Unavailable", "Injected fault: download_5xx")
     content_type, content = found
     response = HttpResponse(content, content_type=content_type)
     response["Cache-Control"] = "public, max-age=3600"
@@ -496,9 +602,8 @@ async def delivery(request: HttpRequest, prediction_id: str, filename: str) -> H
 
 @api("GET")
 async def account(request: HttpRequest, caller: Caller) -> HttpResponse:
-    return JsonResponse(
-        {"type": "user", "username": "sandbox", "name": "Sandbox", "github_url": None}
-    )
+    # No github_url: the spec says a string when present, and this account has none.
+    return JsonResponse({"type": "user", "username": "sandbox", "name": "Sandbox"})
 
 
 @api("GET")
@@ -533,6 +638,26 @@ async def web(request: HttpRequest, prediction_id: str) -> HttpResponse:
             found.id,
             found.ref,
             found.status,
+        )
+    )
+
+
+@public
+async def model_web(request: HttpRequest, owner: str, name: str) -> HttpResponse:
+    """A model's `url`: its web page, as replicate.com/<owner>/<name> is."""
+    found = find_model(owner, name)
+    if found is None:
+        return not_found_problem()
+    kind = "official" if found.is_official else "community"
+    return HttpResponse(
+        format_html(
+            "<!doctype html><title>{}</title><h1>{}</h1><p>{}</p><p>{} model, latest version "
+            "<code>{}</code></p>",
+            found.ref,
+            found.ref,
+            found.description,
+            kind,
+            found.latest_version.id,
         )
     )
 

@@ -55,7 +55,8 @@ def stranger(transactional_db: None) -> User:
 @pytest.fixture
 def sandbox_model(transactional_db: None, sandbox_url: str, sandbox_token: str) -> MakeModel:
     """`sandbox_model("text", faults="cut_after=5", deadline_seconds=2)`: a catalogue entry
-    for a sandbox demo model, with its own token (faults ride on it, scoped to the test).
+    for a sandbox demo model ("sandbox/<name>", or a full ref), with its own token (faults
+    ride on it, scoped to the test).
 
     `alias=True` makes a separate entry ("sandbox/text-1a2b…") so one test can have several
     with different faults; predictions for it must set model_ref="sandbox/<name>" themselves.
@@ -65,7 +66,7 @@ def sandbox_model(transactional_db: None, sandbox_url: str, sandbox_token: str) 
     def make(
         name: str, faults: str, pinned: bool, alias: bool, fields: dict[str, Any]
     ) -> CatalogModel:
-        demo = MODELS[f"sandbox/{name}"]
+        demo = MODELS[name if "/" in name else f"sandbox/{name}"]
         # A fresh scope gives this test its own fault counters on the shared sandbox.
         spec = ",".join(filter(None, [faults, f"scope={uuid.uuid4().hex[:12]}"]))
         token = ApiToken(label=f"sandbox {uuid.uuid4().hex[:8]}", base_url=sandbox_url)
@@ -81,6 +82,8 @@ def sandbox_model(transactional_db: None, sandbox_url: str, sandbox_token: str) 
                 "input_schema": input_schema,
                 "output_schema": output_schema,
                 "version": demo.latest_version.id if pinned else "",
+                "schema_version": demo.latest_version.id,
+                "is_official": demo.is_official,
                 "token": token,
                 **fields,
             },

@@ -1,6 +1,8 @@
 """Admin actions that talk to Replicate (here: the sandbox over real HTTP)."""
 
+import json
 import socket
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -10,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from predictions.models import ApiToken, CatalogModel, Prediction
-from sandbox.demo_models import IMAGE, TEXT
+from sandbox.demo_models import ECHO, IMAGE, TEXT
 
 TOKENS = reverse("admin:predictions_apitoken_changelist")
 MODELS = reverse("admin:predictions_catalogmodel_changelist")
@@ -253,19 +255,25 @@ def test_refreshing_without_any_token_says_how_to_add_one(admin_client: Client, 
     assert "No Replicate API token is configured" in message
 
 
-def add_model(admin_client: Client, name: str) -> object:
+def add_model(
+    admin_client: Client,
+    name: str,
+    owner: str = "sandbox",
+    default_input: str = "{}",
+    hidden_inputs: str = "[]",
+) -> Any:
     return admin_client.post(
         reverse("admin:predictions_catalogmodel_add"),
         {
-            "owner": "sandbox",
+            "owner": owner,
             "name": name,
             "version": "",
             "enabled": "on",
             "title": "",
             "description": "",
             "cover_image_url": "",
-            "default_input": "{}",
-            "hidden_inputs": "[]",
+            "default_input": default_input,
+            "hidden_inputs": hidden_inputs,
             "deadline_seconds": "1800",
             "token": "",
         },
@@ -282,10 +290,111 @@ def test_adding_a_model_fetches_its_schema(admin_client: Client, sandbox_default
     assert model.description.startswith("Runs for a while")
 
 
-def test_adding_a_model_replicate_does_not_know_still_saves_it_with_a_message(
+def test_a_model_replicate_does_not_know_is_a_form_error_and_not_published(
     admin_client: Client, sandbox_default: ApiToken
 ) -> None:
     response = add_model(admin_client, "nope")
 
-    assert CatalogModel.objects.filter(owner="sandbox", name="nope").exists()
-    assert any("does not exist" in message for message in messages_of(response))
+    assert not CatalogModel.objects.filter(owner="sandbox", name="nope").exists()
+    assert "Not saved: sandbox/nope could not be checked with Replicate." in response.text
+    assert "Model sandbox/nope does not exist or you cannot access it." in response.text
+
+
+def test_a_default_over_the_schema_s_maximum_is_a_form_error(
+    admin_client: Client, sandbox_default: ApiToken
+) -> None:
+    response = add_model(admin_client, "slow", default_input='{"seconds": 9999}')
+
+    assert not CatalogModel.objects.filter(owner="sandbox", name="slow").exists()
+    assert "seconds: " in response.text and "600" in response.text
+
+
+def test_hiding_an_input_the_model_does_not_have_is_a_form_error(
+    admin_client: Client, sandbox_default: ApiToken
+) -> None:
+    response = add_model(admin_client, "slow", hidden_inputs='["speed"]')
+
+    assert not CatalogModel.objects.filter(owner="sandbox", name="slow").exists()
+    assert "The model has no input “speed”." in response.text
+
+
+def test_a_community_model_is_recorded_as_not_official(
+    admin_client: Client, sandbox_default: ApiToken
+) -> None:
+    add_model(admin_client, "echo", owner="sandbox-community")
+
+    model = CatalogModel.objects.get(owner="sandbox-community", name="echo")
+    assert model.is_official is False
+    assert model.schema_version == ECHO.latest_version.id
+    assert model.run_version == ECHO.latest_version.id
+
+
+def test_pinning_another_version_shows_the_schema_diff_and_keeps_the_old_schema(
+    admin_client: Client, sandbox_default: ApiToken
+) -> None:
+    v3, v2 = ECHO.versions[0].id, ECHO.versions[1].id
+    add_model(admin_client, "echo", owner="sandbox-community", default_input='{"repeat": 8}')
+    model = CatalogModel.objects.get(owner="sandbox-community", name="echo")
+
+    response = admin_client.post(
+        reverse("admin:predictions_catalogmodel_change", args=[model.pk]),
+        {**model_form(model), "version": v2, "default_input": '{"repeat": 8}'},
+        follow=True,
+    )
+
+    # v2 allows at most 5 repeats: the default no longer fits, so nothing is saved...
+    assert "repeat: " in response.text
+    model.refresh_from_db()
+    assert model.schema_version == v3
+    # ...and with a default that fits, the pin is saved and the differences are shown.
+    response = admin_client.post(
+        reverse("admin:predictions_catalogmodel_change", args=[model.pk]),
+        {**model_form(model), "version": v2, "default_input": '{"repeat": 3}'},
+        follow=True,
+    )
+    model.refresh_from_db()
+    shown = " ".join(messages_of(response))
+    assert model.schema_version == v2
+    assert model.schema_changed_from == v3
+    assert "Added input “separator” (text)." in model.schema_changes
+    assert "Removed input “uppercase”." in model.schema_changes
+    assert "Input “repeat”: default 2 → 1." in model.schema_changes
+    assert "Input “repeat”: range 1–10 → 1–5." in model.schema_changes
+    assert "Removed input “uppercase”." in shown
+    assert set(model.schemas.values_list("version_id", flat=True)) == {v2, v3}
+    assert model.schema_for(v3)[0]["properties"].keys() >= {"uppercase"}
+
+
+def test_refreshing_reports_defaults_that_no_longer_apply(
+    admin_client: Client, sandbox_default: ApiToken
+) -> None:
+    v3, v1 = ECHO.versions[0].id, ECHO.versions[-1].id
+    model = CatalogModel.objects.create(
+        owner="sandbox-community", name="echo", version=v3, default_input={"uppercase": True}
+    )
+    refresh(admin_client, model)
+    CatalogModel.objects.filter(pk=model.pk).update(version=v1)  # pinned elsewhere
+
+    messages = refresh(admin_client, CatalogModel.objects.get(pk=model.pk))
+
+    model.refresh_from_db()
+    assert "Default input no longer applies: The model has no input “uppercase”." in (
+        model.schema_changes
+    )
+    assert any("uppercase" in message for message in messages)
+
+
+def model_form(model: CatalogModel) -> dict[str, str]:
+    return {
+        "owner": model.owner,
+        "name": model.name,
+        "version": model.version,
+        "enabled": "on",
+        "title": model.title,
+        "description": model.description,
+        "cover_image_url": model.cover_image_url,
+        "default_input": json.dumps(model.default_input),
+        "hidden_inputs": json.dumps(model.hidden_inputs),
+        "deadline_seconds": str(model.deadline_seconds),
+        "token": "",
+    }

@@ -150,7 +150,7 @@ def test_upstream_faults_all_end_in_the_right_state_with_a_clear_message(
         text_input = {"prompt": prompt, "seed": 4, "max_tokens": 40, "token_delay_ms": 5}
         cases.append((case("text", faults, text_input), "succeeded", expected_text(prompt, 4, 40)))
     stuck = case("text", "stuck", {"prompt": "stuck"}, deadline_seconds=2)
-    cases.append((stuck, "failed", "Stopped after 2 seconds: sandbox/text did not finish"))
+    cases.append((stuck, "canceled", "Stopped after 2 seconds: sandbox/text did not finish"))
     failing = case("fail", "", {"message": "Model ran out of crayons", "step_delay_ms": 10})
     cases.append((failing, "failed", "Model ran out of crayons"))
     for prediction, _, _ in cases:

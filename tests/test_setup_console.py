@@ -26,7 +26,7 @@ def sandbox_mode(settings: object) -> object:
     return settings
 
 
-def test_the_first_run_registers_the_sandbox_token_and_its_four_models(
+def test_the_first_run_registers_the_sandbox_token_and_its_models(
     db: None, sandbox_mode: object
 ) -> None:
     output = setup_console("--sandbox-url", SANDBOX_URL + "/")
@@ -35,7 +35,7 @@ def test_the_first_run_registers_the_sandbox_token_and_its_four_models(
     assert (token.label, token.base_url, token.is_default) == ("Sandbox", SANDBOX_URL, True)
     assert token.get_token() == "r8_sandbox_seed_token_0001"
     models = {model.ref: model for model in CatalogModel.objects.all()}
-    assert sorted(models) == ["sandbox/fail", "sandbox/image", "sandbox/slow", "sandbox/text"]
+    assert sorted(models) == sorted(MODELS)
     text = models["sandbox/text"]
     assert text.schema_version == MODELS["sandbox/text"].latest_version.id
     assert text.input_schema["required"] == ["prompt"]
@@ -45,7 +45,7 @@ def test_the_first_run_registers_the_sandbox_token_and_its_four_models(
     assert text.token == token
     assert models["sandbox/image"].input_schema["properties"]["output_format"]["enum"]
     assert output.count("\n") <= 2
-    assert "4 added" in output
+    assert f"{len(MODELS)} added" in output
 
 
 def test_running_again_changes_nothing_and_keeps_admin_edits(
@@ -57,10 +57,10 @@ def test_running_again_changes_nothing_and_keeps_admin_edits(
     output = setup_console()
 
     assert ApiToken.objects.count() == 1
-    assert CatalogModel.objects.count() == 4
+    assert CatalogModel.objects.count() == len(MODELS)
     text = CatalogModel.objects.get(name="text")
     assert (text.title, text.enabled) == ("Our storyteller", False)
-    assert "0 added, 4 already present" in output
+    assert f"0 added, {len(MODELS)} already present" in output
 
 
 def test_a_new_port_moves_the_sandbox_token_along(db: None, sandbox_mode: object) -> None:

@@ -131,6 +131,7 @@ class Command(BaseCommand):
                 output_schema=output_schema,
                 schema_version=demo.latest_version.id,
                 schema_fetched_at=timezone.now(),
+                is_official=demo.is_official,
                 # Pinned to the sandbox token so they keep working when a real token
                 # becomes the default.
                 token=token,

@@ -23,7 +23,7 @@ def hide_existing(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('predictions', '0002_webhookevent'),
+        ('predictions', '0004_schema_changes'),
     ]
 
     operations = [
