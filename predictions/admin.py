@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from . import upstream
+from . import untrusted, upstream
 from .models import ApiToken, CatalogModel, ModelSchema, OutputFile, Prediction
 from .schema import admin_input_problems, schema_diff
 
@@ -188,6 +188,10 @@ class CatalogModelForm(forms.ModelForm):
             "allowed_groups",
             "token",
         ]
+        field_classes = {
+            "default_input": untrusted.JSONFormField,
+            "hidden_inputs": untrusted.JSONFormField,
+        }
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()

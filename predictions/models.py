@@ -12,7 +12,7 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
-from . import crypto
+from . import crypto, untrusted
 
 # Replicate's owner and model names: lowercase letters, digits, dashes, underscores, dots.
 NAME_VALIDATOR = RegexValidator(
@@ -199,6 +199,10 @@ class CatalogModel(models.Model):
             isinstance(name, str) for name in self.hidden_inputs
         ):
             raise ValidationError({"hidden_inputs": "Enter a JSON list of input names."})
+        for name in ("default_input", "hidden_inputs"):
+            reason = untrusted.problem(getattr(self, name))
+            if reason:
+                raise ValidationError({name: f"This value cannot be saved: {reason}."})
 
     @property
     def run_version(self) -> str:

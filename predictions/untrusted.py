@@ -2,9 +2,10 @@
 
 Two characters can arrive in JSON or form data but cannot be stored: NUL (U+0000), which
 PostgreSQL refuses in text and jsonb, and a lone surrogate (U+D800–U+DFFF), which no UTF-8
-encoder accepts (SQLite stores it, then every page that reads the row fails). Left in, they
-make the row write fail, and a prediction whose write fails can never finish. So where text
-enters:
+encoder accepts (SQLite stores it, then every page that reads the row fails). Nor can the
+numbers NaN and ±Infinity, which Python's JSON parser accepts and no database's JSON does.
+Left in, they make the row write fail, and a prediction whose write fails never finishes.
+So where text enters:
 
 - **input** (the form, websocket messages, webhook bodies): `problem()` names the first
   such character, and the caller answers with a field error or a 4xx;
@@ -17,11 +18,14 @@ enters:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction
+from django import forms
+from django.forms.fields import InvalidJSONInput
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.utils.decorators import sync_and_async_middleware
 
@@ -49,6 +53,8 @@ def problem(value: Any) -> str | None:
             found = UNSTORABLE.search(item)
             if found:
                 return f"it contains {describe(found.group())}"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "it contains a number that is not finite (NaN or Infinity)"
         elif isinstance(item, dict):
             pending.extend((key, depth + 1) for key in item)
             pending.extend((child, depth + 1) for child in item.values())
@@ -58,9 +64,12 @@ def problem(value: Any) -> str | None:
 
 
 def scrub(value: Any, depth: int = 0) -> Any:
-    """`value` with every unstorable character replaced by U+FFFD (keys too)."""
+    """`value` with every unstorable character replaced by U+FFFD (keys too), and NaN or
+    Infinity by their names."""
     if isinstance(value, str):
         return UNSTORABLE.sub(REPLACEMENT, value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf": visible, and storable
     if depth >= MAX_DEPTH and isinstance(value, dict | list | tuple):
         return TOO_DEEP
     if isinstance(value, dict):
@@ -95,3 +104,15 @@ def address_middleware(get_response: Callable[[HttpRequest], Any]) -> Any:
         return _bad_address(request) or get_response(request)
 
     return middleware
+
+
+class JSONFormField(forms.JSONField):
+    """Django's JSON form field, for JSON typed by a person: a value that cannot be stored
+    is shown again as it was typed (the model's clean() says why), not re-encoded, which
+    fails for a lone surrogate and turned the admin's error page into a 500."""
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        value = super().bound_data(data, initial)
+        if problem(value):
+            return InvalidJSONInput(data)
+        return value

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import socket
 import threading
 from collections.abc import Iterator
@@ -47,6 +48,8 @@ def scenarios(base: str) -> dict[str, dict[str, Any]]:
             "error": "broke\x00 at \ud800 here",
         },
         "deep": {"status": "succeeded", "output": nested(200), "logs": ""},
+        # json.dumps writes these as the bare words NaN and Infinity, as some servers do.
+        "not-finite": {"status": "succeeded", "output": {"score": math.nan, "max": math.inf}},
         "files": {
             "status": "succeeded",
             "output": [f"{base}/delivery/page.html", f"{base}/delivery/picture.svg"],

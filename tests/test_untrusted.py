@@ -113,6 +113,17 @@ async def test_output_nested_too_deep_to_store_finishes_with_a_note(
 
 @hostile
 @pytest.mark.usefixtures("inline_runs")
+async def test_nan_and_infinity_in_output_are_kept_as_words(
+    hostile_upstream: str, member: User
+) -> None:
+    done = await run_hostile(hostile_upstream, member, "not-finite")
+
+    assert done.status == Prediction.Status.SUCCEEDED
+    assert done.output == {"score": "nan", "max": "inf"}
+
+
+@hostile
+@pytest.mark.usefixtures("inline_runs")
 async def test_html_and_svg_files_are_archived_but_served_as_downloads_that_run_nothing(
     hostile_upstream: str, member: User
 ) -> None:
@@ -269,3 +280,35 @@ def test_a_webhook_whose_id_holds_a_nul_is_refused_without_a_500(client: Client)
     )
 
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("default_input", '{"prompt": "a\\u0000b"}'),
+        ("default_input", '{"a\\u0000": 1}'),
+        ("default_input", '{"prompt": "\\ud800"}'),
+        ("default_input", '{"seed": NaN}'),
+        ("hidden_inputs", '["\\u0000"]'),
+    ],
+)
+def test_the_admin_refuses_defaults_that_cannot_be_stored(
+    client: Client, db: None, field: str, value: str
+) -> None:
+    client.force_login(User.objects.create_superuser("root", password="pw-root-123"))
+    form = {
+        "owner": "acme",
+        "name": "echo",
+        "title": "Echo",
+        "default_input": "{}",
+        "hidden_inputs": "[]",
+        "deadline_seconds": "1800",
+        "enabled": "on",
+        field: value,
+    }
+
+    response = client.post("/admin/predictions/catalogmodel/add/", form)
+
+    assert response.status_code == 200
+    assert "cannot be saved" in response.content.decode()
+    assert not CatalogModel.objects.filter(name="echo").exists()
