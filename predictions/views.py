@@ -211,9 +211,9 @@ async def render_form(
         "current_version": model.run_version,
         "version_differs": parent is not None and run_version != model.run_version,
         "recent": recent,
-        "snippet": api_snippet(model, snippet_input(fields)),
+        "snippet": api_snippet(model, snippet_input(fields), run_version),
         "snippet_config": {
-            "ref": f"{model.ref}:{model.version}" if model.version else model.ref,
+            "ref": f"{model.ref}:{run_version}" if run_version else model.ref,
             "defaults": {spec.name: spec.default for spec in fields if spec.has_default},
         },
     }
@@ -581,7 +581,7 @@ async def detail_context(user: User, prediction: Prediction) -> dict[str, Any]:
         "extra_metrics": extra_metrics(prediction.metrics),
         "inputs": input_rows(prediction),
         "can_cancel": prediction.is_active and (user.is_staff or prediction.owner_id == user.pk),
-        "snippet": api_snippet(model, prediction.input) if model else "",
+        "snippet": api_snippet(model, prediction.input, prediction.version) if model else "",
         "config": {
             "id": str(prediction.pk),
             "status": prediction.status,
