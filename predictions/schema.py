@@ -598,9 +598,13 @@ def python_literal(value: Any, indent: int = 0) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def api_snippet(model: "CatalogModel", input: Mapping[str, Any]) -> str:
-    """The `replicate` client code that runs the same model with the same input."""
-    ref = f"{model.ref}:{model.version}" if model.version else model.ref
+def api_snippet(model: "CatalogModel", input: Mapping[str, Any], version: str | None = None) -> str:
+    """The `replicate` client code that runs the same model with the same input.
+
+    With a version unless it is an unpinned official model: Replicate runs only those by
+    name (`owner/name` alone is a 404 for a community model)."""
+    version = model.run_version if version is None else version
+    ref = f"{model.ref}:{version}" if version else model.ref
     return (
         "import asyncio\n\n"
         "import replicate  # reads REPLICATE_API_TOKEN from the environment\n\n\n"

@@ -206,9 +206,9 @@ async def render_form(
         "current_version": model.run_version,
         "version_differs": parent is not None and run_version != model.run_version,
         "recent": recent,
-        "snippet": api_snippet(model, snippet_input(fields)),
+        "snippet": api_snippet(model, snippet_input(fields), run_version),
         "snippet_config": {
-            "ref": f"{model.ref}:{model.version}" if model.version else model.ref,
+            "ref": f"{model.ref}:{run_version}" if run_version else model.ref,
             "defaults": {spec.name: spec.default for spec in fields if spec.has_default},
         },
     }
@@ -600,7 +600,9 @@ def detail_context(user: User, prediction: Prediction) -> dict[str, Any]:
         "extra_metrics": extra_metrics(prediction.metrics),
         "inputs": input_rows(prediction.input_for(user)),
         "can_cancel": prediction.is_active and (user.is_staff or prediction.owner_id == user.pk),
-        "snippet": api_snippet(model, prediction.input_for(user)) if model else "",
+        "snippet": (
+            api_snippet(model, prediction.input_for(user), prediction.version) if model else ""
+        ),
         "config": {
             "id": str(prediction.pk),
             "status": prediction.status,

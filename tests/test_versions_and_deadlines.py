@@ -242,3 +242,14 @@ async def test_run_again_over_the_websocket_runs_the_parent_s_version(
 
     assert final.version == v2.id
     assert final.output == "echo v2: x"
+
+
+def test_the_api_snippet_of_a_community_model_names_its_version() -> None:
+    from predictions.models import CatalogModel
+    from predictions.schema import api_snippet
+
+    community = CatalogModel(owner="lucataco", name="xtts-v2", schema_version="a" * 64)
+    official = CatalogModel(owner="sandbox", name="text", schema_version="b" * 64, is_official=True)
+
+    assert f'"lucataco/xtts-v2:{"a" * 64}"' in api_snippet(community, {})
+    assert '"sandbox/text",' in api_snippet(official, {})

@@ -290,6 +290,14 @@ function drawMetrics() {
   if (totalSeconds != null) total.textContent = formatDuration(totalSeconds);
 }
 
+// An unpinned official model learns its version from Replicate once created.
+function drawVersion(version) {
+  const fact = document.querySelector("[data-version]");
+  if (!fact || !version || fact.title === version) return;
+  fact.title = version;
+  fact.textContent = version.slice(0, 12);
+}
+
 function showConnection(kind) {
   const badge = $("#connection");
   if (kind === "reconnecting" && !state.finished) {
@@ -325,6 +333,7 @@ function applySnapshot(prediction) {
   drawFiles(prediction.files);
   if (!textOf(prediction)) drawOutput(prediction.output);
   drawMetrics();
+  drawVersion(prediction.version);
   if (TERMINAL.has(prediction.status)) finish();
 }
 
