@@ -33,7 +33,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 from django.conf import settings
 from django.urls import reverse
 
-from . import events, throttles, untrusted
+from . import events, metrics, throttles, untrusted
 from .database import db, session_user
 from .models import NAME_VALIDATOR, CatalogModel, Prediction
 
@@ -196,6 +196,7 @@ class PredictionConsumer(JsonMessagesConsumer):
         event = message["event"]
         if self.finished or event["seq"] <= self.seq:
             return
+        metrics.relayed(message)  # about to go out on this socket
         if event["type"] == events.DONE:
             # The whole final prediction: correct whatever came (or did not) before it.
             await self.deliver(event)

@@ -108,8 +108,13 @@ def close_sockets(user_id: int | str, session_key: str | None = None) -> None:
 # ---------------------------------------------------------------------------- publishing
 
 
-async def publish(prediction_id: uuid.UUID | str, event: dict[str, Any]) -> None:
+async def publish(
+    prediction_id: uuid.UUID | str, event: dict[str, Any], *, received_at: float | None = None
+) -> None:
     """Send a numbered event to everyone watching the prediction.
+
+    `received_at` (epoch seconds) is when upstream gave us its content: consumers time the
+    relay from it (metrics.py). It travels beside the event, not in it.
 
     The replay log comes first: a consumer that joins after the group send is guaranteed
     to find the event there (or, if the log is unreachable, to heal from the row).
@@ -119,9 +124,10 @@ async def publish(prediction_id: uuid.UUID | str, event: dict[str, Any]) -> None
     except Exception:
         # Not fatal: a consumer that misses this event re-reads the row instead.
         logger.warning("replay log: could not keep event %s", event.get("seq"), exc_info=True)
-    await get_channel_layer().group_send(
-        prediction_group(prediction_id), {"type": EVENT_MESSAGE, "event": event}
-    )
+    message: dict[str, Any] = {"type": EVENT_MESSAGE, "event": event}
+    if received_at is not None:
+        message["received_at"] = received_at
+    await get_channel_layer().group_send(prediction_group(prediction_id), message)
 
 
 async def publish_refresh(prediction_id: uuid.UUID | str) -> None:

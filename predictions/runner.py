@@ -48,7 +48,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 
-from . import events, upstream
+from . import events, logcontext, upstream
+from . import metrics as prom  # not `metrics`: a prediction has metrics too
 from .database import db
 from .models import OutputFile, Prediction
 from .upstream import Credentials, UpstreamError
@@ -328,6 +329,7 @@ class Run:
     # ------------------------------------------------------------------ main
 
     async def main(self, creds: Credentials | UpstreamError) -> str:
+        logcontext.follow(self)  # every log line from here names this prediction
         loop = asyncio.get_running_loop()
         self._last_write = loop.time()
         try:
@@ -524,11 +526,13 @@ class Run:
         async for event in upstream.stream_events(self.creds, data):
             if event.event == "output":
                 self._set_status(Status.PROCESSING)
+                prom.received(self, output=True)
                 self.pending_text.append(event.data)
                 self._wake.set()
             elif event.event == "logs":
                 self._set_status(Status.PROCESSING)
                 # Replicate's `logs` field is the lines joined with newlines.
+                prom.received(self, output=False)
                 self.pending_logs.append(event.data + "\n")
                 self._wake.set()
             elif event.event in ("error", "done"):
@@ -705,8 +709,9 @@ class Run:
         return batch
 
     async def _send(self, batch: list[dict[str, Any]]) -> None:
+        received_at = prom.take_received(self)
         for event in batch:
-            await events.publish(self.pk, event)
+            await events.publish(self.pk, event, received_at=received_at)
         if any(event["type"] == events.STATUS for event in batch):
             self._send_user_status()
         if batch:
@@ -855,6 +860,7 @@ class Run:
             await self._send([done])
             self._send_user_status()
         logger.info("prediction %s: %s", self.pk, status)
+        prom.finished(self.p.model_ref, status)
 
     async def _archive(self, output: Any) -> tuple[Any, list[OutputFile]]:
         """Copy output files into our storage; the output then points at our copies."""
@@ -873,6 +879,7 @@ class Run:
                     self.creds, url, max_bytes=max_file_bytes()
                 )
             except UpstreamError as exc:
+                prom.archive_failed()
                 logger.warning(
                     "prediction %s: output file %d not copied: %s", self.pk, position, exc
                 )
