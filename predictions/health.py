@@ -17,6 +17,7 @@ tasks.py), so "seen recently" holds across machines and needs no Celery broadcas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -87,10 +88,10 @@ def _default_credentials() -> upstream.Credentials | None:
 
 async def default_upstream() -> str:
     """'ok', 'not configured' or why not; the answer is cached, so probes cost nothing."""
-    cached = await cache.aget(UPSTREAM_CACHE_KEY)
-    if cached is not None:
-        return cached
     try:
+        cached = await cache.aget(UPSTREAM_CACHE_KEY)
+        if cached is not None:
+            return cached
         creds = await db(_default_credentials)()
         if creds is None:
             result = "not configured"
@@ -102,7 +103,10 @@ async def default_upstream() -> str:
         result = f"unreachable ({exc.kind})"
     except TimeoutError:
         result = "unreachable (timeout)"
-    await cache.aset(UPSTREAM_CACHE_KEY, result, settings.READYZ_UPSTREAM_CACHE_SECONDS)
+    except Exception as exc:  # the database or cache failing: reported by their own checks
+        return f"unknown ({type(exc).__name__})"
+    with contextlib.suppress(Exception):
+        await cache.aset(UPSTREAM_CACHE_KEY, result, settings.READYZ_UPSTREAM_CACHE_SECONDS)
     return result
 
 
@@ -146,7 +150,8 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     outcomes = await asyncio.gather(*(_outcome(checks[name]) for name in names))
     results = dict(zip(names, outcomes, strict=True))
     ready = all(outcome == "ok" for outcome in outcomes)
-    results["upstream"] = await default_upstream()
+    # Needs the database (which token is the default): only asked when it answers.
+    results["upstream"] = await default_upstream() if results["database"] == "ok" else "unknown"
     body = {
         "status": "ok" if ready else "unavailable",
         "checks": results,

@@ -328,8 +328,7 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT") or VAR_DIR / "static")
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or VAR_DIR / "media")
 # `make dev` (DEBUG) serves static/ as it is; otherwise collectstatic (make run/up does it)
-# writes hashed, compressed copies to STATIC_ROOT, cached for a year by browsers.
-WHITENOISE_KEEP_ONLY_HASHED_FILES = True
+# writes hashed, compressed copies to STATIC_ROOT, which browsers cache for a year.
 
 
 def storage_config(raw: str) -> dict:
@@ -377,7 +376,7 @@ def storage_config(raw: str) -> dict:
 STORAGE_URL = env_str("STORAGE_URL")
 STORAGES = {
     "default": storage_config(STORAGE_URL),
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "project.static.StaticStorage"},
 }
 
 

@@ -15,6 +15,14 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponseBase
 from whitenoise.middleware import WhiteNoiseMiddleware
+from whitenoise.storage import CompressedManifestStaticFilesStorage
+
+
+class StaticStorage(CompressedManifestStaticFilesStorage):
+    """Hashed, compressed names; the JS modules' `import … from "./x.js"` are rewritten to
+    the hashed names too, so a new release never mixes old and new modules."""
+
+    support_js_module_import_aggregation = True
 
 
 async def _chunks(content: Iterable[bytes]) -> AsyncIterator[bytes]:
