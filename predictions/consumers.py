@@ -91,6 +91,7 @@ class JsonMessagesConsumer(AsyncJsonWebsocketConsumer):
         self.joined = (*self.joined, group)
 
     async def disconnect(self, code: int) -> None:
+        events.stop_watching(self)
         for group in self.joined:
             await self.channel_layer.group_discard(group, self.channel_name)
 
@@ -175,6 +176,7 @@ class PredictionConsumer(JsonMessagesConsumer):
         await self.join(events.prediction_group(self.prediction_id))
         await self.send_snapshot()
         await self.catch_up()
+        events.watch_over(self)  # re-joins and re-reads if the socket goes quiet
 
     # ------------------------------------------------------------------ browser → server
 

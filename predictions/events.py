@@ -130,6 +130,59 @@ async def publish(
     await get_channel_layer().group_send(prediction_group(prediction_id), message)
 
 
+# ---------------------------------------------------------------------------- watchdog
+
+# How long a socket on a running prediction may hear nothing before it checks the row.
+WATCHDOG_SECONDS = 10.0
+_watchdogs: weakref.WeakKeyDictionary[Any, asyncio.Task[None]] = weakref.WeakKeyDictionary()
+
+
+def _row_seq(prediction_id: uuid.UUID) -> int | None:
+    from .models import Prediction
+
+    return Prediction.objects.filter(pk=prediction_id).values_list("event_seq", flat=True).first()
+
+
+def watch_over(consumer: Any) -> None:
+    """Keep a prediction's socket from going deaf (PredictionConsumer.connect calls it).
+
+    A socket that hears nothing never sees a gap, so it never heals. That happens when
+    Redis restarts: channels_redis keeps group memberships in Redis, so every open socket
+    silently leaves its groups (measured by `make soak`: watchers waited for a `done`
+    that never came). So while the prediction runs, a socket that heard nothing for
+    WATCHDOG_SECONDS joins its groups again (idempotent) and, if the row has moved past
+    what it has, asks itself, through its own channel, to re-read it.
+    """
+
+    async def watch() -> None:
+        heard = consumer.seq
+        while not consumer.finished:
+            await asyncio.sleep(WATCHDOG_SECONDS)
+            if consumer.seq != heard or consumer.finished:
+                heard = consumer.seq
+                continue
+            try:
+                for group in consumer.joined:
+                    await consumer.channel_layer.group_add(group, consumer.channel_name)
+                from .database import db
+
+                row_seq = await db(_row_seq)(consumer.prediction_id)
+                if row_seq is not None and row_seq > consumer.seq:
+                    await consumer.channel_layer.send(
+                        consumer.channel_name, {"type": REFRESH_MESSAGE}
+                    )
+            except Exception as exc:  # Redis or the database still down: next time
+                logger.info("watchdog for %s: %s", consumer.prediction_id, exc)
+
+    _watchdogs[consumer] = asyncio.create_task(watch())
+
+
+def stop_watching(consumer: Any) -> None:
+    task = _watchdogs.pop(consumer, None)
+    if task is not None:
+        task.cancel()
+
+
 async def publish_refresh(prediction_id: uuid.UUID | str) -> None:
     """Tell watchers to re-read the row (cancel requested: show "canceling" at once)."""
     await get_channel_layer().group_send(prediction_group(prediction_id), {"type": REFRESH_MESSAGE})
