@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SEED = 7
+TERMINAL = {"succeeded", "failed", "canceled"}
 LEASE_SECONDS = 10
 
 
@@ -228,9 +229,12 @@ def member_cookie() -> str:
 
 @dataclass
 class Watch:
+    # Per watcher that ended: the text assembled from the live deltas, and the text the
+    # page shows at the end (the `done` event's, or a terminal snapshot's).
     texts: list[str] = field(default_factory=list)
     finals: list[str] = field(default_factory=list)
-    reconnects: list[float] = field(default_factory=list)
+    # (when the socket was lost, how long until the next snapshot), monotonic seconds.
+    reconnects: list[tuple[float, float]] = field(default_factory=list)
 
 
 async def submit(client: httpx.AsyncClient, csrf: str, prompt: str, tokens: int) -> str:
@@ -261,8 +265,12 @@ async def watch(url: str, cookie: str, pk: str, record: Watch, within: float) ->
                     if message["type"] == "snapshot":
                         text, seq = message["prediction"]["text_output"], message["seq"]
                         if lost_at is not None:
-                            record.reconnects.append(time.monotonic() - lost_at)
+                            record.reconnects.append((lost_at, time.monotonic() - lost_at))
                             lost_at = None
+                        if message["prediction"]["status"] in TERMINAL:
+                            record.texts.append(text)
+                            record.finals.append(text)
+                            return
                     elif message["type"] == "done":
                         record.texts.append(text)
                         record.finals.append(message["prediction"]["text_output"])
@@ -373,35 +381,42 @@ async def fault_run(deployment: Deployment, args: argparse.Namespace) -> list[st
     creates = await asyncio.to_thread(upstream_creates, sandbox_url, token)
     expected = {p: "".join(text_tokens(p, SEED, args.tokens)) for p in prompts}
 
-    terminal = exact = one_create = watched_exact = watchers_total = 0
+    terminal = exact = one_create = watched_exact = streamed_exact = watchers_total = 0
     for pk, prompt in zip(ids, prompts, strict=True):
         row = final_rows[pk]
         terminal += row.status in Prediction.TERMINAL_STATUSES
         record = records[pk]
         watchers_total += len(record.texts)
-        watched_exact += sum(
-            t == f == expected[prompt] for t, f in zip(record.texts, record.finals, strict=True)
-        )
+        watched_exact += sum(final == expected[prompt] for final in record.finals)
+        streamed_exact += sum(text == expected[prompt] for text in record.texts)
         exact += row.status == "succeeded" and row.text_output == expected[prompt]
         one_create += creates.get(prompt, 0) == 1
+    redis_killed = start + 0.65 * args.tokens / 10
     reconnects = [r for record in records.values() for r in record.reconnects]
     n = len(ids)
     report += [f"  submitted in {submitted:.1f} s, all done in {elapsed:.1f} s", *events]
     report += [
         f"  terminal:            {terminal}/{n} ({100 * terminal / n:.1f} %)",
         f"  exact text (row):    {exact}/{n} ({100 * exact / n:.1f} %)",
-        f"  exact text (watch):  {watched_exact}/{args.watchers} watchers "
-        f"({100 * watched_exact / args.watchers:.1f} %), {watchers_total} reached done"
+        f"  exact text (page):   {watched_exact}/{args.watchers} watchers "
+        f"({100 * watched_exact / args.watchers:.1f} %), {watchers_total} reached the end"
         f" within {within:.0f} s",
+        f"  exact from deltas:   {streamed_exact}/{args.watchers} (the live deltas alone,"
+        " before the final event corrects them)",
         f"  1 upstream create:   {one_create}/{n}"
         f" (max {max(creates.get(p, 0) for p in prompts)} for one prediction)",
     ]
-    if reconnects:
-        ordered = sorted(reconnects)
-        report.append(
-            f"  reconnects:          {len(ordered)}, median {statistics.median(ordered):.2f} s,"
-            f" p95 {ordered[int(0.95 * (len(ordered) - 1))]:.2f} s, max {ordered[-1]:.2f} s"
-        )
+    for label, group in (
+        ("web kill", [d for lost, d in reconnects if lost < redis_killed]),
+        ("redis down", [d for lost, d in reconnects if lost >= redis_killed]),
+    ):
+        if group:
+            ordered = sorted(group)
+            report.append(
+                f"  reconnect ({label}): {len(ordered)}, median {statistics.median(ordered):.2f}"
+                f" s, p95 {ordered[int(0.95 * (len(ordered) - 1))]:.2f} s,"
+                f" max {ordered[-1]:.2f} s"
+            )
     return report
 
 
