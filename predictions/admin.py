@@ -30,6 +30,11 @@ class ApiTokenForm(forms.ModelForm):
     class Meta:
         model = ApiToken
         fields = ["label", "token", "base_url", "enabled", "is_default"]
+        # The admin renders help texts as HTML: no <placeholders> in them.
+        help_texts = {
+            "base_url": "Without /v1: https://api.replicate.com, or the built-in sandbox "
+            "at http://HOST:PORT/sandbox.",
+        }
 
     def clean_token(self) -> str:
         token = self.cleaned_data["token"]
@@ -394,11 +399,18 @@ class OutputFileInline(admin.TabularInline):
     model = OutputFile
     extra = 0
     can_delete = False
-    fields = ["position", "file", "content_type", "size", "sha256", "original_url"]
+    fields = ["position", "archived_copy", "content_type", "size", "sha256", "original_url"]
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    @admin.display(description="file")
+    def archived_copy(self, obj: OutputFile) -> str:
+        # The console serves archived files itself (after its access checks), whatever the
+        # storage; MEDIA_URL serves nothing.
+        url = reverse("predictions:file", args=[obj.prediction_id, obj.position])
+        return format_html('<a href="{}">{}</a>', url, obj.file.name.rsplit("/", 1)[-1])
 
 
 class PredictionChangeList(ChangeList):

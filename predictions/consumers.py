@@ -33,7 +33,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 from django.conf import settings
 from django.urls import reverse
 
-from . import events, throttles, untrusted
+from . import events, metrics, throttles, untrusted
 from .database import db, session_user
 from .models import NAME_VALIDATOR, CatalogModel, Prediction
 
@@ -91,6 +91,7 @@ class JsonMessagesConsumer(AsyncJsonWebsocketConsumer):
         self.joined = (*self.joined, group)
 
     async def disconnect(self, code: int) -> None:
+        events.stop_watching(self)
         for group in self.joined:
             await self.channel_layer.group_discard(group, self.channel_name)
 
@@ -175,6 +176,7 @@ class PredictionConsumer(JsonMessagesConsumer):
         await self.join(events.prediction_group(self.prediction_id))
         await self.send_snapshot()
         await self.catch_up()
+        events.watch_over(self)  # re-joins and re-reads if the socket goes quiet
 
     # ------------------------------------------------------------------ browser → server
 
@@ -196,6 +198,7 @@ class PredictionConsumer(JsonMessagesConsumer):
         event = message["event"]
         if self.finished or event["seq"] <= self.seq:
             return
+        metrics.relayed(message)  # about to go out on this socket
         if event["type"] == events.DONE:
             # The whole final prediction: correct whatever came (or did not) before it.
             await self.deliver(event)

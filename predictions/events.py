@@ -108,8 +108,13 @@ def close_sockets(user_id: int | str, session_key: str | None = None) -> None:
 # ---------------------------------------------------------------------------- publishing
 
 
-async def publish(prediction_id: uuid.UUID | str, event: dict[str, Any]) -> None:
+async def publish(
+    prediction_id: uuid.UUID | str, event: dict[str, Any], *, received_at: float | None = None
+) -> None:
     """Send a numbered event to everyone watching the prediction.
+
+    `received_at` (epoch seconds) is when upstream gave us its content: consumers time the
+    relay from it (metrics.py). It travels beside the event, not in it.
 
     The replay log comes first: a consumer that joins after the group send is guaranteed
     to find the event there (or, if the log is unreachable, to heal from the row).
@@ -119,9 +124,63 @@ async def publish(prediction_id: uuid.UUID | str, event: dict[str, Any]) -> None
     except Exception:
         # Not fatal: a consumer that misses this event re-reads the row instead.
         logger.warning("replay log: could not keep event %s", event.get("seq"), exc_info=True)
-    await get_channel_layer().group_send(
-        prediction_group(prediction_id), {"type": EVENT_MESSAGE, "event": event}
-    )
+    message: dict[str, Any] = {"type": EVENT_MESSAGE, "event": event}
+    if received_at is not None:
+        message["received_at"] = received_at
+    await get_channel_layer().group_send(prediction_group(prediction_id), message)
+
+
+# ---------------------------------------------------------------------------- watchdog
+
+# How long a socket on a running prediction may hear nothing before it checks the row.
+WATCHDOG_SECONDS = 10.0
+_watchdogs: weakref.WeakKeyDictionary[Any, asyncio.Task[None]] = weakref.WeakKeyDictionary()
+
+
+def _row_seq(prediction_id: uuid.UUID) -> int | None:
+    from .models import Prediction
+
+    return Prediction.objects.filter(pk=prediction_id).values_list("event_seq", flat=True).first()
+
+
+def watch_over(consumer: Any) -> None:
+    """Keep a prediction's socket from going deaf (PredictionConsumer.connect calls it).
+
+    A socket that hears nothing never sees a gap, so it never heals. That happens when
+    Redis restarts: channels_redis keeps group memberships in Redis, so every open socket
+    silently leaves its groups (measured by `make soak`: watchers waited for a `done`
+    that never came). So while the prediction runs, a socket that heard nothing for
+    WATCHDOG_SECONDS joins its groups again (idempotent) and, if the row has moved past
+    what it has, asks itself, through its own channel, to re-read it.
+    """
+
+    async def watch() -> None:
+        heard = consumer.seq
+        while not consumer.finished:
+            await asyncio.sleep(WATCHDOG_SECONDS)
+            if consumer.seq != heard or consumer.finished:
+                heard = consumer.seq
+                continue
+            try:
+                for group in consumer.joined:
+                    await consumer.channel_layer.group_add(group, consumer.channel_name)
+                from .database import db
+
+                row_seq = await db(_row_seq)(consumer.prediction_id)
+                if row_seq is not None and row_seq > consumer.seq:
+                    await consumer.channel_layer.send(
+                        consumer.channel_name, {"type": REFRESH_MESSAGE}
+                    )
+            except Exception as exc:  # Redis or the database still down: next time
+                logger.info("watchdog for %s: %s", consumer.prediction_id, exc)
+
+    _watchdogs[consumer] = asyncio.create_task(watch())
+
+
+def stop_watching(consumer: Any) -> None:
+    task = _watchdogs.pop(consumer, None)
+    if task is not None:
+        task.cancel()
 
 
 async def publish_refresh(prediction_id: uuid.UUID | str) -> None:

@@ -50,7 +50,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 
-from . import events, upstream
+from . import events, logcontext, upstream
+from . import metrics as prom  # not `metrics`: a prediction has metrics too
 from .database import db
 from .models import ApiToken, OutputFile, Prediction
 from .upstream import Credentials, UpstreamError
@@ -348,6 +349,7 @@ class Run:
     # ------------------------------------------------------------------ main
 
     async def main(self, creds: Credentials | UpstreamError) -> str:
+        logcontext.follow(self)  # every log line from here names this prediction
         loop = asyncio.get_running_loop()
         self._last_write = loop.time()
         try:
@@ -555,11 +557,13 @@ class Run:
         async for event in upstream.stream_events(self.creds, data):
             if event.event == "output":
                 self._set_status(Status.PROCESSING)
+                prom.received(self, output=True)
                 self.pending_text.append(event.data)
                 self._wake.set()
             elif event.event == "logs":
                 self._set_status(Status.PROCESSING)
                 # Replicate's `logs` field is the lines joined with newlines.
+                prom.received(self, output=False)
                 self.pending_logs.append(event.data + "\n")
                 self._wake.set()
             elif event.event in ("error", "done"):
@@ -737,8 +741,9 @@ class Run:
         return batch
 
     async def _send(self, batch: list[dict[str, Any]]) -> None:
+        received_at = prom.take_received(self)
         for event in batch:
-            await events.publish(self.pk, event)
+            await events.publish(self.pk, event, received_at=received_at)
         if any(event["type"] == events.STATUS for event in batch):
             self._send_user_status()
         if batch:
@@ -890,6 +895,7 @@ class Run:
             await self._send([done])
             self._send_user_status()
         logger.info("prediction %s: %s", self.pk, status)
+        prom.finished(self.p.model_ref, status)
 
     def _deadline_reason(self, upstream_status: str) -> str:
         """Why a prediction nobody canceled ended canceled: its deadline (ours or upstream's)."""
@@ -942,6 +948,7 @@ class Run:
             try:
                 content, content_type = await self._download(url)
             except UpstreamError as exc:
+                prom.archive_failed()
                 logger.warning(
                     "prediction %s: output file %d not copied: %s", self.pk, position, exc
                 )

@@ -7,12 +7,19 @@ and waits. Run workers with the threads pool, e.g. `celery -A project worker --p
 --concurrency 200`: each thread just waits on a future while the one loop does the I/O, so
 one process follows hundreds of predictions and the concurrency setting stays the
 back-pressure (a worker takes no more predictions than it has threads).
+
+Time limits: Celery's soft/hard time limits do nothing under the threads pool (a thread
+cannot be interrupted), so none are set. The one limit is each catalogue model's
+deadline, which the runner enforces on its loop: it cancels the prediction upstream and
+fails the row with a sentence saying so. A pool that honours time limits (prefork) would
+need one process per prediction, which is what the shared loop exists to avoid.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import threading
@@ -24,7 +31,7 @@ from celery import shared_task
 from celery.signals import worker_process_shutdown, worker_ready, worker_shutting_down
 from django.utils import timezone
 
-from . import runner
+from . import health, runner
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +117,29 @@ def _reconcile_at_start(**kwargs: Any) -> None:
     reconcile_predictions.delay()
 
 
+_alive = threading.Event()
+
+
+@worker_ready.connect
+def _announce(sender: Any = None, **kwargs: Any) -> None:
+    """Say "alive" in Redis until shutdown, so /readyz and /metrics see this worker."""
+    hostname = getattr(sender, "hostname", None) or f"worker-{os.getpid()}"
+
+    def beat() -> None:
+        while not _alive.is_set():
+            try:
+                health.worker_alive(hostname)
+            except Exception as exc:  # Redis down: say so, try again next beat
+                logger.warning("could not announce worker %s: %s", hostname, exc)
+            _alive.wait(health.WORKER_TTL / 3)
+        with contextlib.suppress(Exception):
+            health.worker_gone(hostname)
+
+    threading.Thread(target=beat, name="worker-alive", daemon=True).start()
+
+
 @worker_shutting_down.connect
 @worker_process_shutdown.connect
 def _hand_back(**kwargs: Any) -> None:
+    _alive.set()
     worker_loop.cancel_all()

@@ -48,7 +48,7 @@ from replicate.prediction import Prediction as ClientPrediction
 from replicate.stream import EventSource
 from replicate.webhook import WebhookSigningSecret
 
-from . import crypto, untrusted
+from . import crypto, metrics, untrusted
 
 try:  # replicate 1.0.7 models are pydantic v1 (the v1 shim under pydantic 2)
     from pydantic.v1 import ValidationError
@@ -118,6 +118,7 @@ class UpstreamError(Exception):
         # Messages quote Replicate's answers, which are untrusted text.
         message = untrusted.scrub(message)
         super().__init__(message)
+        metrics.upstream_error(kind)
         self.kind = kind
         self.message = message
         self.status = status

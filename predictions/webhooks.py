@@ -24,7 +24,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import executors, untrusted, upstream
+from . import executors, metrics, untrusted, upstream
 from .database import db
 from .models import ApiToken, Prediction, WebhookEvent
 
@@ -87,6 +87,7 @@ async def replicate_webhook(request: HttpRequest) -> HttpResponse:
         request.headers, body, secret, tolerance=TOLERANCE_SECONDS
     ):
         return HttpResponse("Invalid webhook signature.", status=400, content_type="text/plain")
+    metrics.webhook_received(request.headers.get("webhook-timestamp"))
 
     status = str(payload.get("status") or "")[:16]
     try:

@@ -22,6 +22,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from predictions.database import AuthMiddlewareStack  # noqa: E402
 from predictions.executors import ServerLifecycle  # noqa: E402
+from predictions.metrics import count_websockets  # noqa: E402
 from predictions.routing import OriginValidator, websocket_urlpatterns  # noqa: E402
 
 # ServerLifecycle starts the inline executor once per server process (resuming predictions
@@ -32,7 +33,9 @@ application = ServerLifecycle(
             "http": django_asgi_app,
             # Like AllowedHostsOriginValidator, but scheme and port must match too; like
             # Channels' AuthMiddlewareStack, but the user is read in a database thread.
-            "websocket": OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            "websocket": count_websockets(
+                OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+            ),
         }
     )
 )

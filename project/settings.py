@@ -2,8 +2,16 @@
 
 With no variables at all the console runs embedded: SQLite and secrets under ``var/``,
 in-memory channel layer, inline executor and the built-in sandbox standing in for
-Replicate. Production is the same code with variables set (see README). Any malformed
-value stops start-up with a message naming the variable.
+Replicate. Production is the same code with variables set (see README and
+docs/deploy.md). Any malformed value stops start-up with a message naming the variable.
+
+Two switches, independent of each other:
+
+- ``EMBEDDED`` (default on): secrets are generated into ``var/`` when not given, the
+  sandbox is on, local host names are allowed. ``EMBEDDED=0`` is production: every
+  secret must be set, the sandbox is off, HTTPS and secure cookies are enforced.
+- ``DEBUG`` (default off): Django's technical pages and autoreload, for ``make dev`` only.
+  Off, every error is the console's own page and nothing leaks a traceback.
 """
 
 import json
@@ -11,7 +19,7 @@ import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import environ
 from cryptography.fernet import Fernet
@@ -99,21 +107,22 @@ def local_secrets() -> dict[str, str]:
     return json.loads(path.read_text())
 
 
-DEBUG = env_bool("DEBUG", True)
-
-# Embedded (DEBUG) mode fills in missing secrets from var/; production must set them.
-_local = local_secrets() if DEBUG else {}
+# Django's technical pages: only for a developer at their own machine (`make dev`).
+DEBUG = env_bool("DEBUG", False)
+# Embedded mode fills in missing secrets from var/; production (EMBEDDED=0) must set them.
+EMBEDDED = env_bool("EMBEDDED", True)
+_local = local_secrets() if EMBEDDED else {}
 
 
 def required_secret(name: str) -> str:
     value = env_str(name) or _local.get(name, "")
     if not value:
-        raise ImproperlyConfigured(f"{name} must be set when DEBUG is off")
+        raise ImproperlyConfigured(f"{name} must be set when EMBEDDED=0 (production)")
     return value
 
 
 SECRET_KEY = required_secret("SECRET_KEY")
-if not DEBUG and (len(SECRET_KEY) < 50 or SECRET_KEY.startswith("django-insecure")):
+if not EMBEDDED and (len(SECRET_KEY) < 50 or SECRET_KEY.startswith("django-insecure")):
     raise ImproperlyConfigured("SECRET_KEY must be a long random value (50+ characters)")
 
 # The first key encrypts; every key decrypts, so rotating is "prepend a new key".
@@ -128,9 +137,9 @@ for _key in TOKEN_ENCRYPTION_KEYS:
             "TOKEN_ENCRYPTION_KEYS must be comma-separated Fernet keys (32 url-safe base64 bytes)"
         ) from None
 
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
-if not DEBUG and not ALLOWED_HOSTS:
-    raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is off")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if EMBEDDED else [])
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set when EMBEDDED=0 (production)")
 if "*" in ALLOWED_HOSTS and not DEBUG:
     # The websocket origin check relies on ALLOWED_HOSTS: a wildcard would accept any site.
     raise ImproperlyConfigured("ALLOWED_HOSTS must not contain '*' when DEBUG is off")
@@ -155,7 +164,7 @@ if REPLICATE_WEBHOOK_SECRET and not REPLICATE_WEBHOOK_SECRET.startswith("whsec_"
     raise ImproperlyConfigured("REPLICATE_WEBHOOK_SECRET must start with 'whsec_'")
 
 # Off by default in production: the sandbox is a demo and test double, not a service.
-SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", DEBUG)
+SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", EMBEDDED)
 SANDBOX_API_TOKENS = env_list("SANDBOX_API_TOKENS")
 if not SANDBOX_API_TOKENS and _local.get("SANDBOX_API_TOKENS"):
     SANDBOX_API_TOKENS = [_local["SANDBOX_API_TOKENS"]]
@@ -187,6 +196,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files with compressed, cache-busted names, so one daphne serves everything
+    # (project/static.py: WhiteNoise without a thread hop per request).
+    "project.static.StaticFilesMiddleware",
     # Addresses no database can store get a 400 (predictions/untrusted.py).
     "predictions.untrusted.address_middleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -321,9 +333,62 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or VAR_DIR / "static")
+# Archived files are never served from MEDIA_URL: the console serves each one itself,
+# after checking who may see it (/predictions/<id>/files/<n>/).
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or VAR_DIR / "media")
+# `make dev` (DEBUG) serves static/ as it is; otherwise collectstatic (make run/up does it)
+# writes hashed, compressed copies to STATIC_ROOT, which browsers cache for a year.
+
+
+def storage_config(raw: str) -> dict:
+    """Where archived output files go: STORAGE_URL, or MEDIA_ROOT on local disk.
+
+    ``s3://bucket/prefix?region=eu-west-1&endpoint_url=https://…`` stores them in S3 (or
+    any S3-compatible service) through django-storages; credentials come the usual boto3
+    way (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, an instance role). ``file:///srv/media``
+    is a local directory.
+    """
+    if not raw:
+        return {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    parts = urlsplit(raw)
+    query = dict(parse_qsl(parts.query))
+    if parts.scheme == "file" and parts.path:
+        return {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": parts.path},
+        }
+    if parts.scheme == "s3" and parts.netloc:
+        unknown = set(query) - {"region", "endpoint_url"}
+        if unknown:
+            raise ImproperlyConfigured(
+                f"STORAGE_URL: unknown option(s) {', '.join(sorted(unknown))}; "
+                "use region and endpoint_url"
+            )
+        options = {
+            "bucket_name": parts.netloc,
+            "location": parts.path.strip("/"),
+            # Files are private: the console reads them and serves them after its checks.
+            "default_acl": "private",
+            "querystring_auth": True,
+            "file_overwrite": False,
+        }
+        if query.get("region"):
+            options["region_name"] = query["region"]
+        if query.get("endpoint_url"):
+            options["endpoint_url"] = query["endpoint_url"]
+        return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options}
+    raise ImproperlyConfigured(
+        f"STORAGE_URL must look like s3://bucket/prefix or file:///path; got {raw!r}"
+    )
+
+
+STORAGE_URL = env_str("STORAGE_URL")
+STORAGES = {
+    "default": storage_config(STORAGE_URL),
+    "staticfiles": {"BACKEND": "project.static.StaticStorage"},
+}
 
 
 def env_number(name: str, default: float) -> float:
@@ -387,16 +452,20 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_SOFT_TIME_LIMIT = 60 * 60
-CELERY_TASK_TIME_LIMIT = 60 * 60 + 60
-# Above the longest task, or Redis redelivers a still-running task to a second worker.
+# No Celery time limits: the threads pool cannot enforce them (a thread cannot be killed),
+# and a prediction waits on I/O anyway. The limit is each catalogue model's deadline, which
+# the runner enforces itself: it cancels upstream and fails the row with a sentence.
+# Above the longest deadline, or Redis redelivers a still-running task to a second worker
+# (which the runner's claim would turn into a no-op, but only after a wasted claim).
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * 60 * 60}
+# Workers log through LOGGING below (JSON when LOG_FORMAT=json), not Celery's own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "reconcile-predictions": {"task": "predictions.reconcile_predictions", "schedule": 15.0}
 }
 
-if not DEBUG:
+if not EMBEDDED:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_HSTS_SECONDS = 60 * 60 * 24 * 365
@@ -407,13 +476,45 @@ if not DEBUG:
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
-DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# A request body (form fields, JSON) above this gets the 413 page, never a traceback; file
+# uploads count separately (FILE_UPLOAD_MAX_MEMORY_SIZE spills them to disk).
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(env_number("MAX_REQUEST_BYTES", 10 * 1024 * 1024))
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
 
+# /metrics: open to staff, or to a scraper sending "Authorization: Bearer METRICS_TOKEN".
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+# prometheus_client's multiprocess mode: every process (web, worker) writes its numbers to
+# files here and /metrics sums them, so any web process answers for all. It must be set
+# before prometheus_client is imported; `make run`/`make up` empty it at start.
+METRICS_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR") or VAR_DIR / "metrics")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
+METRICS_DIR.mkdir(parents=True, exist_ok=True)
+# How often /readyz really asks the default token's upstream (its answer is cached).
+READYZ_UPSTREAM_CACHE_SECONDS = 30
+
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json'; got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Every line a runner logs names its prediction and upstream id (predictions/logcontext.py).
+    "filters": {"prediction": {"()": "predictions.logcontext.PredictionContext"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["prediction"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "httpx": {"level": "WARNING"},

@@ -1,11 +1,20 @@
 from django.conf import settings
 from django.contrib import admin
-from django.contrib.auth.decorators import login_not_required
-from django.contrib.staticfiles.views import serve as serve_static
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
-from django.urls import include, path, re_path
+from django.template.loader import render_to_string
+from django.urls import include, path
+
+from predictions import health, metrics
+
+admin.site.site_header = "Replicate console administration"
+admin.site.site_title = "Replicate console administration"
+admin.site.index_title = "Console administration"
 
 urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("predictions.urls")),
@@ -14,13 +23,14 @@ urlpatterns = [
 if settings.SANDBOX_ENABLED:
     urlpatterns.append(path("sandbox/", include("sandbox.urls")))
 
-if settings.DEBUG:
 
-    @login_not_required  # the login page needs its stylesheet
-    def static(request: HttpRequest, path: str) -> HttpResponse:
-        return serve_static(request, path)
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """400, or 413 when the body is over DATA_UPLOAD_MAX_MEMORY_SIZE: the product's pages.
+    Rendered without the request's context: the failed request may be half read."""
+    if isinstance(exception, RequestDataTooBig):
+        limit_mb = settings.DATA_UPLOAD_MAX_MEMORY_SIZE / (1024 * 1024)
+        return HttpResponse(render_to_string("413.html", {"limit_mb": limit_mb}), status=413)
+    return HttpResponse(render_to_string("400.html"), status=400)
 
-    # `make run` serves static files here (runserver --nostatic), not through runserver's
-    # own static handler: that one bypasses Django's request handling, so a path such as
-    # /static/%2e%2e/… was a 500 instead of the 400 any suspicious request gets.
-    urlpatterns.append(re_path(r"^static/(?P<path>.*)$", static))
+
+handler400 = bad_request

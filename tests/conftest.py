@@ -6,10 +6,12 @@ there, unless REQUIRE_SERVICES=1 (as in CI), which turns a missing service into 
 
 import os
 import socket
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import call_command
 
 # Real servers for tests: the sandbox (`sandbox_url`, `sandbox_token`) and console processes.
 pytest_plugins = ["tests.sandbox_server", "tests.console_server"]
@@ -35,6 +37,14 @@ def port_open(url: str, default_port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def static_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Pages name static files by their hashed names, as in production: collect them once
+    (into STATIC_ROOT, which console processes started by tests share)."""
+    call_command("collectstatic", "--no-input", verbosity=0)
+    yield
 
 
 @pytest.fixture(scope="session")

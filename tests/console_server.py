@@ -91,6 +91,20 @@ class Process:
                 raise RuntimeError(f"{what} did not start:\n{self.output()}")
             time.sleep(0.05)
 
+    def log_text(self) -> str:
+        """The whole log."""
+        return self.log.read_text(errors="replace")
+
+    def stop_keeping_log(self) -> None:
+        """Stop the process (SIGTERM) but keep its log to read; stop() later removes it."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
     def kill(self) -> None:
         self.popen.kill()
         self.popen.wait()

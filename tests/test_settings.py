@@ -10,7 +10,7 @@ from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION = {
-    "DEBUG": "0",
+    "EMBEDDED": "0",
     "SECRET_KEY": "x" * 20 + "-production-secret-" + "y" * 30,
     "TOKEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
     "ALLOWED_HOSTS": "console.example.com",
@@ -20,7 +20,12 @@ CONFIG_VARIABLES = [
     "REDIS_URL",
     "SECRET_KEY",
     "DEBUG",
+    "EMBEDDED",
     "ALLOWED_HOSTS",
+    "STORAGE_URL",
+    "LOG_FORMAT",
+    "METRICS_TOKEN",
+    "MAX_REQUEST_BYTES",
     "CSRF_TRUSTED_ORIGINS",
     "TOKEN_ENCRYPTION_KEYS",
     "PREDICTION_EXECUTOR",
@@ -87,6 +92,11 @@ def test_a_var_made_by_an_older_console_is_made_private(tmp_path: Path) -> None:
     ("variable", "value"),
     [
         ("DEBUG", "maybe"),
+        ("EMBEDDED", "perhaps"),
+        ("STORAGE_URL", "ftp://files.example.com/"),
+        ("STORAGE_URL", "s3://bucket/prefix?acl=public-read"),
+        ("LOG_FORMAT", "xml"),
+        ("MAX_REQUEST_BYTES", "lots"),
         ("SANDBOX_ENABLED", "sure"),
         ("PREDICTION_EXECUTOR", "threads"),
         ("DATABASE_URL", "nosuchdb://x"),
@@ -173,3 +183,42 @@ def test_the_sandbox_is_off_in_production_unless_asked_for(tmp_path: Path) -> No
     asked = manage(tmp_path, "shell", "-v", "0", "-c", code, **PRODUCTION, SANDBOX_ENABLED="1")
 
     assert (default.stdout.strip(), asked.stdout.strip()) == ("False", "True")
+
+
+def setting_values(tmp_path: Path, *names: str, **env: str) -> list[str]:
+    code = "from django.conf import settings; " + "; ".join(
+        f"print(repr(settings.{name}))" for name in names
+    )
+    result = manage(tmp_path, "shell", "-v", "0", "-c", code, **env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()
+
+
+def test_the_default_is_embedded_without_debug(tmp_path: Path) -> None:
+    # What `make run` gets: no technical pages, yet nothing to configure.
+    values = setting_values(tmp_path, "DEBUG", "EMBEDDED", "SANDBOX_ENABLED")
+
+    assert values == ["False", "True", "True"]
+    assert (tmp_path / "var" / "secrets.json").exists()
+
+
+def test_debug_and_embedded_are_separate_switches(tmp_path: Path) -> None:
+    debug_embedded = setting_values(tmp_path, "DEBUG", "EMBEDDED", DEBUG="1")
+    debug_production = setting_values(tmp_path, "DEBUG", "EMBEDDED", **PRODUCTION, DEBUG="1")
+
+    assert debug_embedded == ["True", "True"]
+    assert debug_production == ["True", "False"]
+
+
+def test_storage_url_puts_archived_files_in_s3(tmp_path: Path) -> None:
+    (storages,) = setting_values(
+        tmp_path,
+        "STORAGES['default']",
+        STORAGE_URL="s3://console-files/archive?region=eu-west-1&endpoint_url=https://s3.example.com",
+    )
+
+    assert "'BACKEND': 'storages.backends.s3.S3Storage'" in storages
+    assert "'bucket_name': 'console-files'" in storages
+    assert "'location': 'archive'" in storages
+    assert "'region_name': 'eu-west-1'" in storages
+    assert "'default_acl': 'private'" in storages
