@@ -57,7 +57,6 @@ LOGS = "logs"
 PROGRESS = "progress"
 FILES = "files"
 DONE = "done"
-EVENT_TYPES = (STATUS, OUTPUT, LOGS, PROGRESS, FILES, DONE)
 
 # Channel-layer message types (the consumer method names with "." for "_").
 EVENT_MESSAGE = "prediction.event"  # {"event": {...numbered event...}}

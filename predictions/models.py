@@ -366,12 +366,6 @@ class Prediction(models.Model):
             return self.completed_at - self.created_at
         return None
 
-    def cancel(self) -> bool:
-        """Sync twin of `acancel` (admin actions, shell)."""
-        from asgiref.sync import async_to_sync
-
-        return async_to_sync(self.acancel)()
-
     def _request_cancel(self) -> bool:
         """Record the request (True: canceled here, before any runner took it) and reload."""
         now = timezone.now()

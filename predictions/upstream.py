@@ -248,16 +248,6 @@ async def _close(client: replicate.Client) -> None:
         await http.aclose()
 
 
-async def aclose_clients() -> None:
-    """Close this event loop's clients. Call it before a loop you own ends (asyncio.run
-    in a Celery task, say) so its connections close cleanly instead of at GC time."""
-    loop = asyncio.get_running_loop()
-    with _clients_lock:
-        per_loop = _clients.pop(loop, {})
-    for client in per_loop.values():
-        await _close(client)
-
-
 def call_sync(fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
     """Call one of this module's async functions from sync code (admin actions, commands).
 
