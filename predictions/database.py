@@ -120,7 +120,7 @@ class UserMiddleware:
             return user
 
         request.user = user
-        request.auser = auser  # type: ignore[attr-defined]
+        request.auser = auser
         return await self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:

@@ -2,10 +2,11 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.staticfiles.views import serve as serve_static
-from django.http import HttpRequest, HttpResponse
-from django.urls import include, path, re_path
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+from django.urls import URLPattern, URLResolver, include, path, re_path
 
-urlpatterns = [
+urlpatterns: list[URLPattern | URLResolver] = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("predictions.urls")),
@@ -17,7 +18,7 @@ if settings.SANDBOX_ENABLED:
 if settings.DEBUG:
 
     @login_not_required  # the login page needs its stylesheet
-    def static(request: HttpRequest, path: str) -> HttpResponse:
+    def static(request: HttpRequest, path: str) -> HttpResponseBase:
         return serve_static(request, path)
 
     # `make run` serves static files here (runserver --nostatic), not through runserver's
