@@ -19,8 +19,6 @@ console, the bench's browsers, PostgreSQL and Redis share the same cores. Try
 level measures N predictions in flight together, not a thundering herd of creates;
 `--ramp 0` is that herd: a burst, everyone pressing Run at the same instant (`--submit form`
 does it through the model page's form, as people do).
-`--executors celery-fed` adds the other worker design (solo pool, tasks feed the event
-loop and return at once: bench/fed_worker.py) for comparison with the threads pool.
 
 Everything runs on this machine: the sandbox (its own daphne), the console (daphne, plus
 a Celery worker for `celery`), PostgreSQL ($BENCH_DATABASE_URL, default the local server;
@@ -103,14 +101,14 @@ async def open_socket(url: str, cookie: str) -> Socket:
     socket = Socket()
 
     class Protocol(WebSocketClientProtocol):
-        def onOpen(self) -> None:  # noqa: N802 - autobahn's names
+        def onOpen(self) -> None:  # autobahn's names
             socket.protocol = self
             socket.opened.set_result(None)
 
-        def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
+        def onMessage(self, payload: bytes, isBinary: bool) -> None:
             socket.inbox.put_nowait(json.loads(payload))
 
-        def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802, N803
+        def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
             socket.closed_with = f"{code} {reason or ''}".strip()
             if not socket.opened.done():
                 socket.opened.set_exception(ConnectionError(f"refused: {code} {reason}"))
@@ -477,8 +475,6 @@ def run_console(
     worker = None
     if executor == "celery":
         worker = Worker(env, concurrency=max(n for n, _ in levels) + 50)
-    elif executor == "celery-fed":
-        worker = Worker(env, concurrency=1, app="bench.fed_worker", pool="solo")
     runner_pid = (worker or server).popen.pid
     try:
         # Warm up imports, clients and connection pools before measuring anything.

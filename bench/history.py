@@ -96,7 +96,7 @@ def fill(rows: int) -> None:
     print(f"filled {rows:,} predictions in {time.monotonic() - began:.1f} s")
 
 
-def measure(client, path: str, repeat: int) -> tuple[float, int, int]:  # noqa: ANN001
+def measure(client, path: str, repeat: int) -> tuple[float, int, int]:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 

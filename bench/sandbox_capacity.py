@@ -182,7 +182,7 @@ def main() -> None:
     parser.add_argument(
         "--application",
         default="project.asgi:application",
-        help="the ASGI app daphne serves (to compare, e.g., a with_sandbox() mount)",
+        help="the ASGI app daphne serves",
     )
     args = parser.parse_args()
 

@@ -4,7 +4,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
-from django.db.models import QuerySet
+from django.db.models import Field, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
@@ -47,14 +47,16 @@ class ApiTokenForm(forms.ModelForm):
     def clean_is_default(self) -> bool:
         is_default = self.cleaned_data["is_default"]
         others = ApiToken.objects.filter(is_default=True).exclude(pk=self.instance.pk)
-        if is_default and others.exists():
+        current = others.first() if is_default else None
+        if current is not None:
             raise forms.ValidationError(
-                f"“{others.first().label}” is already the default; untick it there first."
+                f"“{current.label}” is already the default; untick it there first."
             )
         return is_default
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         moved = self.instance.pk and "base_url" in self.changed_data
         if moved and not cleaned.get("token") and not self.has_error("token"):
             # Otherwise "Save and verify" would send the stored token to the new host.
@@ -130,7 +132,9 @@ def apply_schema(request: HttpRequest, model: CatalogModel, schema: upstream.Mod
         ("description", schema.description),
         ("cover_image_url", schema.cover_image_url),
     ]:
-        max_length = CatalogModel._meta.get_field(name).max_length
+        field = CatalogModel._meta.get_field(name)
+        assert isinstance(field, Field)  # title, description, cover_image_url: columns
+        max_length = field.max_length
         fits = max_length is None or len(value) <= max_length
         if value and fits and not getattr(model, name):
             setattr(model, name, value)
@@ -199,7 +203,8 @@ class CatalogModelForm(forms.ModelForm):
         }
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         self.fetched: upstream.ModelSchema | None = None
         if self.errors:
             return cleaned
@@ -332,9 +337,14 @@ class CatalogModelAdmin(admin.ModelAdmin):
             refresh_schema(request, model)
 
     def get_form(
-        self, request: HttpRequest, obj: CatalogModel | None = None, **kwargs: Any
+        self,
+        request: HttpRequest,
+        obj: CatalogModel | None = None,
+        change: bool = False,
+        **kwargs: Any,
     ) -> type[forms.ModelForm]:
-        form = super().get_form(request, obj, **kwargs)
+        form = super().get_form(request, obj, change, **kwargs)
+        assert issubclass(form, CatalogModelForm)  # modelform_factory subclasses self.form
         form.refresh_requested = "_refresh_schema" in request.POST
         return form
 
@@ -399,8 +409,14 @@ class OutputFileInline(admin.TabularInline):
     model = OutputFile
     extra = 0
     can_delete = False
-    fields = ["position", "archived_copy", "content_type", "size", "sha256", "original_url"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "position",
+        "archived_copy",
+        "content_type",
+        "size",
+        "sha256",
+        "original_url",
+    )
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False

@@ -33,9 +33,9 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 from django.conf import settings
 from django.urls import reverse
 
-from . import events, metrics, throttles, untrusted
+from . import events, executors, metrics, schema, throttles, untrusted
 from .database import db, session_user
-from .models import NAME_VALIDATOR, CatalogModel, Prediction
+from .models import NAME_PATTERN, CatalogModel, Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -314,15 +314,13 @@ class FeedConsumer(JsonMessagesConsumer):
         await self.submit(content)
 
     async def submit(self, content: dict[str, Any]) -> None:
-        from . import executors, schema
-
         if not await self.session_is_current(self.user):
             await self.end_session()
             return
         ref, data = content.get("model"), content.get("input", {})
         owner, _, name = ref.partition("/") if isinstance(ref, str) else ("", "", "")
         # Checked before any query (a NUL in a lookup is an error on PostgreSQL).
-        if not (NAME_VALIDATOR.regex.match(owner) and NAME_VALIDATOR.regex.match(name)):
+        if not (NAME_PATTERN.match(owner) and NAME_PATTERN.match(name)):
             await self.error("'model' must be \"owner/name\".", {"model": ["Unknown model."]})
             return
         if not isinstance(data, dict):

@@ -120,7 +120,7 @@ class UserMiddleware:
             return user
 
         request.user = user
-        request.auser = auser  # type: ignore[attr-defined]
+        request.auser = auser
         return await self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
@@ -138,6 +138,6 @@ class DatabaseThreadAuthMiddleware(AuthMiddleware):
         scope["user"]._wrapped = await db(session_user)(scope["session"])
 
 
-def AuthMiddlewareStack(inner: Any) -> Any:  # noqa: N802 - the name Channels gives it
+def AuthMiddlewareStack(inner: Any) -> Any:  # the name Channels gives it
     """Channels' AuthMiddlewareStack with DatabaseThreadAuthMiddleware."""
     return CookieMiddleware(SessionMiddleware(DatabaseThreadAuthMiddleware(inner)))

@@ -42,10 +42,9 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.urls import reverse
+from redis.asyncio import BlockingConnectionPool, Redis
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
     from .models import OutputFile, Prediction
 
 logger = logging.getLogger(__name__)
@@ -57,7 +56,6 @@ LOGS = "logs"
 PROGRESS = "progress"
 FILES = "files"
 DONE = "done"
-EVENT_TYPES = (STATUS, OUTPUT, LOGS, PROGRESS, FILES, DONE)
 
 # Channel-layer message types (the consumer method names with "." for "_").
 EVENT_MESSAGE = "prediction.event"  # {"event": {...numbered event...}}
@@ -250,8 +248,6 @@ class RedisReplayLog:
         self._lock = threading.Lock()
 
     def _redis(self) -> Redis:
-        from redis.asyncio import BlockingConnectionPool, Redis
-
         loop = asyncio.get_running_loop()
         with self._lock:
             client = self._clients.get(loop)

@@ -36,13 +36,14 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from twisted.internet.defer import Deferred
 
-from . import runner
+from . import runner, tasks
 from .database import db
 from .models import CatalogModel, Prediction
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ SHUTDOWN_SECONDS = 10.0
 
 async def start_prediction(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     model: CatalogModel,
     input: dict[str, Any],
     source: str,
@@ -85,11 +86,11 @@ async def start_prediction(
 async def submit(prediction_id: uuid.UUID | str) -> None:
     """Make sure some runner follows this prediction (no-op if one already does)."""
     if settings.PREDICTION_EXECUTOR == "celery":
-        from .tasks import run_prediction
-
         try:
             # Publishing talks to Redis synchronously: keep it off the event loop.
-            await sync_to_async(run_prediction.delay, thread_sensitive=False)(str(prediction_id))
+            await sync_to_async(tasks.run_prediction.delay, thread_sensitive=False)(
+                str(prediction_id)
+            )
         except Exception:
             # The row stays queued; the reconciler enqueues it once the broker is back.
             logger.exception("could not enqueue prediction %s", prediction_id)
@@ -203,8 +204,6 @@ class ServerLifecycle:
             return  # not under daphne: lifespan events start and stop it
 
         def stopping() -> Any:
-            from twisted.internet.defer import Deferred
-
             return Deferred.fromFuture(asyncio.ensure_future(server_stopping()))
 
         # callLater runs inside the asyncio loop once the reactor runs it; a plain

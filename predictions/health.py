@@ -1,5 +1,6 @@
-"""/healthz and /readyz: for load balancers, supervisors and monitoring. Open without a
-login; they say which dependency is down, never anything about its address or secrets.
+"""/healthz, /readyz and /metrics: for load balancers, supervisors and monitoring. The first
+two are open without a login; they say which dependency is down, never anything about its
+address or secrets. /metrics is for staff or a bearer of METRICS_TOKEN.
 
 - /healthz: the process is up and its event loop answers. No I/O, so a slow database
   never gets a healthy process restarted.
@@ -19,8 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -30,9 +34,13 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.cache import cache
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.crypto import constant_time_compare
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from . import upstream
 from .database import db
@@ -206,3 +214,81 @@ def queue_depth() -> int | None:
 
 def active_predictions() -> int:
     return Prediction.objects.exclude(status__in=Prediction.TERMINAL_STATUSES).count()
+
+
+# ---------------------------------------------------------------------------- scraping
+
+_LIVE_FILE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
+
+
+def _forget_dead_processes(directory: Path) -> None:
+    """A killed process (kill -9) never says goodbye: drop its live gauges, so open
+    websockets are counted for living processes only. Same machine, same pids."""
+    for entry in directory.glob("gauge_live*.db"):
+        match = _LIVE_FILE.match(entry.name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, str(directory))
+        except PermissionError:
+            pass  # alive, someone else's
+
+
+class ServiceCollector(Collector):
+    """Numbers that the database and Redis hold, read once per scrape."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "console_active_predictions",
+            "Predictions not yet in a final status",
+            value=active_predictions(),
+        )
+        depth, workers = queue_depth(), workers_seen()
+        if depth is not None:
+            yield GaugeMetricFamily(
+                "console_queue_depth", "Prediction tasks waiting in the Celery queue", depth
+            )
+        if workers is not None:
+            yield GaugeMetricFamily(
+                "console_celery_workers", "Celery workers seen in the last 30 seconds", workers
+            )
+
+
+def exposition() -> bytes:
+    """The text /metrics answers with: every process's samples, plus the services'."""
+    directory = Path(settings.METRICS_DIR)
+    _forget_dead_processes(directory)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(directory))
+    registry.register(ServiceCollector())
+    return generate_latest(registry)
+
+
+def _bearer_ok(request: HttpRequest) -> bool:
+    expected = settings.METRICS_TOKEN
+    given = request.headers.get("Authorization", "")
+    return bool(expected) and constant_time_compare(given, f"Bearer {expected}")
+
+
+@never_cache
+@require_GET
+@login_not_required  # a scraper has no session: it sends METRICS_TOKEN instead
+async def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format, for staff or a bearer of METRICS_TOKEN."""
+    if not _bearer_ok(request):
+        user = await request.auser()
+        if not user.is_authenticated:
+            response = JsonResponse(
+                {"error": "Log in as staff, or send Authorization: Bearer METRICS_TOKEN."},
+                status=401,
+            )
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+        if not user.is_staff:
+            return JsonResponse({"error": "Metrics are for staff."}, status=403)
+    # Reads files, the database and Redis: in a database thread, off the event loop.
+    body = await db(exposition)()
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -1,4 +1,5 @@
-"""Prometheus metrics: what the runner, consumers and webhooks count, and /metrics' view of it.
+"""Prometheus metrics: what the runner, consumers and webhooks count (/metrics, which reads
+them, is in health.py with the other operations endpoints).
 
 Several processes (N daphne, M Celery workers) each count their own share, so this uses
 prometheus_client's **multiprocess mode**: every process writes its samples to files in
@@ -14,32 +15,14 @@ Callers make one-line calls (`metrics.finished(...)`); nothing here can raise in
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from django.conf import settings
-from django.contrib.auth.decorators import login_not_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.utils.crypto import constant_time_compare
-from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
-    multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
-
-from .database import db
 
 PREDICTIONS = Counter(
     "console_predictions_total",
@@ -128,83 +111,3 @@ def count_websockets(app: Any) -> Any:
             WEBSOCKETS.dec()
 
     return counted
-
-
-# ---------------------------------------------------------------------------- scraping
-
-_LIVE_FILE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
-
-
-def _forget_dead_processes(directory: Path) -> None:
-    """A killed process (kill -9) never says goodbye: drop its live gauges, so open
-    websockets are counted for living processes only. Same machine, same pids."""
-    for entry in directory.glob("gauge_live*.db"):
-        match = _LIVE_FILE.match(entry.name)
-        if match is None:
-            continue
-        pid = int(match.group(1))
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            multiprocess.mark_process_dead(pid, str(directory))
-        except PermissionError:
-            pass  # alive, someone else's
-
-
-class ServiceCollector(Collector):
-    """Numbers that the database and Redis hold, read once per scrape."""
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        from . import health
-
-        yield GaugeMetricFamily(
-            "console_active_predictions",
-            "Predictions not yet in a final status",
-            value=health.active_predictions(),
-        )
-        depth, workers = health.queue_depth(), health.workers_seen()
-        if depth is not None:
-            yield GaugeMetricFamily(
-                "console_queue_depth", "Prediction tasks waiting in the Celery queue", depth
-            )
-        if workers is not None:
-            yield GaugeMetricFamily(
-                "console_celery_workers", "Celery workers seen in the last 30 seconds", workers
-            )
-
-
-def exposition() -> bytes:
-    """The text /metrics answers with: every process's samples, plus the services'."""
-    directory = Path(settings.METRICS_DIR)
-    _forget_dead_processes(directory)
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(directory))
-    registry.register(ServiceCollector())
-    return generate_latest(registry)
-
-
-def _bearer_ok(request: HttpRequest) -> bool:
-    expected = settings.METRICS_TOKEN
-    given = request.headers.get("Authorization", "")
-    return bool(expected) and constant_time_compare(given, f"Bearer {expected}")
-
-
-@never_cache
-@require_GET
-@login_not_required  # a scraper has no session: it sends METRICS_TOKEN instead
-async def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus text format, for staff or a bearer of METRICS_TOKEN."""
-    if not _bearer_ok(request):
-        user = await request.auser()
-        if not user.is_authenticated:
-            response = JsonResponse(
-                {"error": "Log in as staff, or send Authorization: Bearer METRICS_TOKEN."},
-                status=401,
-            )
-            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
-            return response
-        if not user.is_staff:
-            return JsonResponse({"error": "Metrics are for staff."}, status=403)
-    # Reads files, the database and Redis: in a database thread, off the event loop.
-    body = await db(exposition)()
-    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -1,9 +1,11 @@
+import re
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
+from django.contrib.auth import models as auth
+from django.contrib.auth.models import AnonymousUser, Group
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models, transaction
@@ -15,8 +17,9 @@ from django.utils import timezone
 from . import crypto, untrusted
 
 # Replicate's owner and model names: lowercase letters, digits, dashes, underscores, dots.
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*\Z")
 NAME_VALIDATOR = RegexValidator(
-    r"^[a-z0-9][a-z0-9._-]*\Z",
+    NAME_PATTERN.pattern,
     "Use lowercase letters, digits, '-', '_' or '.', starting with a letter or digit "
     "(as in replicate.com/<owner>/<name>).",
 )
@@ -24,7 +27,9 @@ VERSION_VALIDATOR = RegexValidator(
     r"^[0-9a-f]{64}\Z", "A version id is 64 lowercase hexadecimal characters."
 )
 
-User = AbstractBaseUser | AnonymousUser
+# Whom a request or a websocket speaks for (`await request.auser()`, `scope["user"]`). The
+# console keeps Django's own user model.
+User: TypeAlias = auth.User | AnonymousUser
 
 
 class ApiTokenQuerySet(models.QuerySet):
@@ -324,6 +329,10 @@ class Prediction(models.Model):
 
     objects = PredictionQuerySet.as_manager()
 
+    # Not columns: set on the history page's rows by views.decorate_rows.
+    thumbnail: dict[str, Any] | None
+    summary: str
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [
@@ -336,7 +345,7 @@ class Prediction(models.Model):
     def __str__(self) -> str:
         return f"{self.model_ref} · {self.id}"
 
-    def save(self, *args: object, **kwargs: object) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         self.input_text = input_as_text(self.public_input)
         update_fields = kwargs.get("update_fields")
         if update_fields is not None and "input" in update_fields:
@@ -349,7 +358,7 @@ class Prediction(models.Model):
         hidden = set(self.hidden_inputs or [])
         return {k: v for k, v in (self.input or {}).items() if k not in hidden}
 
-    def input_for(self, user: AbstractBaseUser | AnonymousUser) -> dict[str, Any]:
+    def input_for(self, user: User) -> dict[str, Any]:
         return dict(self.input or {}) if user.is_staff else self.public_input
 
     @property
@@ -366,14 +375,9 @@ class Prediction(models.Model):
             return self.completed_at - self.created_at
         return None
 
-    def cancel(self) -> bool:
-        """Sync twin of `acancel` (admin actions, shell)."""
-        from asgiref.sync import async_to_sync
-
-        return async_to_sync(self.acancel)()
-
-    def _request_cancel(self) -> bool:
-        """Record the request (True: canceled here, before any runner took it) and reload."""
+    def request_cancel(self) -> bool:
+        """Record a cancel request (True: canceled here, before any runner took it) and
+        reload. The rest of a cancel (Replicate, watchers) is `runner.cancel`."""
         now = timezone.now()
         rows = Prediction.objects.filter(pk=self.pk)
         # Compare-and-set against the runner's claim (which moves it out of `queued`).
@@ -391,48 +395,6 @@ class Prediction(models.Model):
             )
         self.refresh_from_db()
         return bool(canceled_here)
-
-    async def acancel(self) -> bool:
-        """Ask for this prediction to stop; False if it had already finished.
-
-        Only the runner numbers events, so this does not publish one: it records the
-        request, asks Replicate, and tells watchers to re-read the row (which now says
-        "canceling"). The runner notices the request at its next write, publishes a
-        numbered status, and the final state comes from upstream. A prediction that no
-        runner has picked up yet is canceled right here.
-        """
-        from . import events
-        from .database import db
-
-        canceled_here = await db(self._request_cancel)()
-        if not canceled_here and not self.is_active:
-            return False
-        if self.is_active and self.upstream_id:
-            await self._acancel_upstream()
-        await events.publish_refresh(self.pk)
-        await events.publish_user_status(
-            self.owner_id,
-            events.user_status_event(self.pk, self.status, self.model_ref, self.is_canceling),
-        )
-        return True
-
-    async def _acancel_upstream(self) -> None:
-        import logging
-
-        from . import upstream
-        from .database import db
-
-        def credentials() -> upstream.Credentials:
-            model = self.model if self.model_id else None
-            token = model.resolve_token() if model else ApiToken.objects.default()
-            return upstream.credentials_for(token)
-
-        try:
-            creds = await db(credentials)()
-            await upstream.cancel_prediction(creds, self.upstream_id)
-        except upstream.UpstreamError as exc:
-            # The runner asks again when it notices the request.
-            logging.getLogger(__name__).warning("cancel of %s upstream failed: %s", self.pk, exc)
 
 
 def input_as_text(value: object) -> str:

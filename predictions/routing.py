@@ -7,8 +7,9 @@ from urllib.parse import urlsplit
 
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
-from django.http.request import is_same_domain, split_domain_port, validate_host
+from django.http.request import split_domain_port, validate_host
 from django.urls import path, re_path
+from django.utils.http import is_same_domain
 
 from . import consumers
 

@@ -283,6 +283,35 @@ async def run_prediction(prediction_id: uuid.UUID | str) -> str:
     return await run.main(creds)
 
 
+async def cancel(prediction: Prediction) -> bool:
+    """Ask for this prediction to stop; False if it had already finished.
+
+    Only the runner numbers events, so this does not publish one: it records the
+    request, asks Replicate, and tells watchers to re-read the row (which now says
+    "canceling"). The runner notices the request at its next write, publishes a
+    numbered status, and the final state comes from upstream. A prediction that no
+    runner has picked up yet is canceled right here.
+    """
+    canceled_here = await db(prediction.request_cancel)()
+    if not canceled_here and not prediction.is_active:
+        return False
+    if prediction.is_active and prediction.upstream_id:
+        try:
+            creds = await db(_credentials)(prediction)
+            await upstream.cancel_prediction(creds, prediction.upstream_id)
+        except UpstreamError as exc:
+            # The runner asks again when it notices the request.
+            logger.warning("cancel of %s upstream failed: %s", prediction.pk, exc)
+    await events.publish_refresh(prediction.pk)
+    await events.publish_user_status(
+        prediction.owner_id,
+        events.user_status_event(
+            prediction.pk, prediction.status, prediction.model_ref, prediction.is_canceling
+        ),
+    )
+    return True
+
+
 def _claim_with_credentials(
     prediction_id: uuid.UUID, lease: float
 ) -> tuple[Prediction, datetime, bool, Credentials | UpstreamError, int | None] | None:

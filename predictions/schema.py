@@ -246,7 +246,7 @@ def _kind(name: str, prop: Mapping[str, Any]) -> tuple[str, str]:
             return "textarea", ""
         return "text", ""
     if kind == "array":
-        items = prop.get("items") if isinstance(prop.get("items"), Mapping) else {}
+        items: Mapping[str, Any] = prop["items"] if isinstance(prop.get("items"), Mapping) else {}
         item_type = items.get("type")
         if item_type == "string" and items.get("format") == "uri":
             return "file_list", "file"
@@ -683,8 +683,8 @@ def schema_diff(
         was, now = _describe(before[name]), _describe(after[name])
         for aspect in ("type", "default", "range", "choices", "required"):
             if was.get(aspect) != now.get(aspect):
-                old, new_ = was.get(aspect, "none"), now.get(aspect, "none")
-                changes.append(f"Input “{name}”: {aspect} {old} → {new_}.")
+                old_value, new_value = was.get(aspect, "none"), now.get(aspect, "none")
+                changes.append(f"Input “{name}”: {aspect} {old_value} → {new_value}.")
     problems = admin_input_problems(new or {}, default_input, hidden_inputs)
     changes += [f"Default input no longer applies: {p}" for p in problems.get("default_input", [])]
     changes += [f"Hidden input no longer applies: {p}" for p in problems.get("hidden_inputs", [])]

@@ -32,6 +32,7 @@ from celery.signals import worker_process_shutdown, worker_ready, worker_shuttin
 from django.utils import timezone
 
 from . import health, runner
+from .models import WebhookEvent
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +101,6 @@ def run_prediction(prediction_id: str) -> str:
 def reconcile_predictions() -> int:
     """Resume every active prediction whose runner went quiet (a worker died, a message
     was lost); forget old webhook ids. Run it periodically (celery beat)."""
-    from .models import WebhookEvent
-
     stale = runner.claimable(runner.lease_seconds())
     for prediction_id in stale:
         run_prediction.delay(str(prediction_id))

@@ -36,12 +36,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 from urllib.parse import unquote_to_bytes
 
 import httpx
 import replicate
 from asgiref.sync import async_to_sync
+from replicate.client import Client
 from replicate.exceptions import ModelError, ReplicateError
 from replicate.helpers import FileOutput
 from replicate.prediction import Prediction as ClientPrediction
@@ -54,9 +55,6 @@ try:  # replicate 1.0.7 models are pydantic v1 (the v1 shim under pydantic 2)
     from pydantic.v1 import ValidationError
 except ImportError:  # pragma: no cover - pydantic 1 installed
     from pydantic import ValidationError  # type: ignore[assignment]
-
-if TYPE_CHECKING:
-    from .models import ApiToken
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +162,19 @@ class ModelSchema:
 # ---------------------------------------------------------------------------- credentials
 
 
-def credentials_for(token: ApiToken | None, *, include_disabled: bool = False) -> Credentials:
+class StoredToken(Protocol):
+    """What this module reads of a stored token (models.ApiToken, which sits above it)."""
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def base_url(self) -> str: ...
+    def get_token(self) -> str: ...
+
+
+def credentials_for(token: StoredToken | None, *, include_disabled: bool = False) -> Credentials:
     """The plaintext credentials of a stored token, or a clear "config" error."""
     if token is None:
         raise UpstreamError(
@@ -190,7 +200,7 @@ def credentials_for(token: ApiToken | None, *, include_disabled: bool = False) -
 # Per event loop, one client per credentials. The values hold the loop alive (pooled
 # connections reference it), so weak keys alone never let go: `_client()` also drops
 # the entries of closed loops.
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Credentials, replicate.Client]]
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Credentials, Client]]
 _clients = weakref.WeakKeyDictionary()
 _clients_lock = threading.Lock()
 # Set by `create_prediction` for the one create request it sends: see `_add_cancel_after`.
@@ -198,13 +208,13 @@ _cancel_after: ContextVar[int | None] = ContextVar("replicate_cancel_after", def
 # Set by `call_sync`: clients private to one synchronous call, closed when it ends. Under
 # ASGI, async_to_sync runs the call on the server's own loop, where a call-scoped client
 # keeps the admin's requests from closing (or sharing) the runner's pool.
-_scoped_clients: ContextVar[dict[Credentials, replicate.Client] | None] = ContextVar(
+_scoped_clients: ContextVar[dict[Credentials, Client] | None] = ContextVar(
     "replicate_scoped_clients", default=None
 )
 
 
-def _new_client(creds: Credentials) -> replicate.Client:
-    client = replicate.Client(
+def _new_client(creds: Credentials) -> Client:
+    client = Client(
         api_token=creds.token,
         base_url=creds.base_url,
         timeout=httpx.Timeout(
@@ -225,7 +235,7 @@ def _new_client(creds: Credentials) -> replicate.Client:
     return client
 
 
-def _client(creds: Credentials) -> replicate.Client:
+def _client(creds: Credentials) -> Client:
     scoped = _scoped_clients.get()
     if scoped is not None:
         if creds not in scoped:
@@ -242,21 +252,11 @@ def _client(creds: Credentials) -> replicate.Client:
         return per_loop[creds]
 
 
-async def _close(client: replicate.Client) -> None:
+async def _close(client: Client) -> None:
     # `Client` has no close(); its lazily built AsyncClient is in a name-mangled attribute.
     http: httpx.AsyncClient | None = getattr(client, "_Client__async_client", None)
     if http is not None:
         await http.aclose()
-
-
-async def aclose_clients() -> None:
-    """Close this event loop's clients. Call it before a loop you own ends (asyncio.run
-    in a Celery task, say) so its connections close cleanly instead of at GC time."""
-    loop = asyncio.get_running_loop()
-    with _clients_lock:
-        per_loop = _clients.pop(loop, {})
-    for client in per_loop.values():
-        await _close(client)
 
 
 def call_sync(fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -266,7 +266,7 @@ def call_sync(fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) 
     """
 
     async def scoped() -> T:
-        clients: dict[Credentials, replicate.Client] = {}
+        clients: dict[Credentials, Client] = {}
         reset = _scoped_clients.set(clients)
         try:
             return await fn(*args, **kwargs)
@@ -445,11 +445,12 @@ def _map_exception(exc: BaseException, creds: Credentials) -> UpstreamError:
         return UpstreamError("network", f"Could not reach Replicate at {creds.base_url}: {reason}.")
     if isinstance(exc, ValidationError):
         # e.g. the "aborted" status, which 1.0.7 cannot parse.
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(part) for part in first.get("loc", ()))
+        errors = exc.errors()
+        where = ".".join(str(part) for part in errors[0]["loc"]) if errors else ""
+        message = errors[0]["msg"] if errors else None
         return UpstreamError(
             "bad_response",
-            f"Replicate sent a response this console cannot read ({where}: {first.get('msg')}).",
+            f"Replicate sent a response this console cannot read ({where}: {message}).",
         )
     if isinstance(exc, ValueError):
         # Non-JSON bodies, a non-SSE stream, an unknown SSE event name.

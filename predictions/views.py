@@ -40,7 +40,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import events, executors, throttles, upstream
+from . import events, executors, runner, throttles, upstream
 from .database import db
 from .models import CatalogModel, OutputFile, Prediction, User
 from .schema import (
@@ -344,6 +344,7 @@ def parent_for(user: User, raw: str | None) -> tuple[Prediction | None, str]:
 @require_http_methods(["GET", "POST"])
 async def model_page(request: HttpRequest, owner: str, name: str) -> HttpResponse:
     user = await request.auser()
+    assert user.is_authenticated  # LoginRequiredMiddleware let the request in
     model = await db(runnable_model)(user, owner=owner, name=name)
     if request.method != "POST":
         return await render_form(request, user, model)
@@ -644,7 +645,7 @@ async def prediction_cancel(request: HttpRequest, pk: uuid.UUID) -> HttpResponse
     if not (user.is_staff or prediction.owner_id == user.pk):
         raise PermissionDenied("Only its owner or staff can cancel a prediction.")
     if prediction.is_active:
-        await prediction.acancel()
+        await runner.cancel(prediction)
     if wants_json(request):
         return JsonResponse({"status": prediction.status, "canceling": prediction.is_active})
     return see_other(reverse("predictions:detail", args=[prediction.pk]))
@@ -830,8 +831,9 @@ def history(request: HttpRequest) -> HttpResponse:
         row = qs.filter(pk=pk).first()
         if row is None:
             return HttpResponse(status=204)  # gone, or not matching the filters
-        context = {"user": user, "p": decorate_rows([row])[0]}
-        return render(request, "predictions/history.html#row", context)
+        return render(
+            request, "predictions/history.html#row", {"user": user, "p": decorate_rows([row])[0]}
+        )
 
     # Keyset pagination: constant time at any depth, unlike OFFSET.
     size = filters.per_page
@@ -865,7 +867,7 @@ def history(request: HttpRequest) -> HttpResponse:
     owners = []
     if user.is_staff:
         owners = list(get_user_model().objects.order_by("username").only("id", "username"))
-    context = {
+    context: dict[str, Any] = {
         "user": user,
         "nav": "history",
         "rows": rows,

@@ -3,18 +3,18 @@ from django.contrib import admin
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 
-from predictions import health, metrics
+from predictions import health
 
 admin.site.site_header = "Replicate console administration"
 admin.site.site_title = "Replicate console administration"
 admin.site.index_title = "Console administration"
 
-urlpatterns = [
+urlpatterns: list[URLPattern | URLResolver] = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
-    path("metrics", metrics.metrics_view, name="metrics"),
+    path("metrics", health.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("predictions.urls")),

@@ -11,7 +11,7 @@ import base64
 import hmac
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import wraps
@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.utils.html import format_html
 from django.views.decorators.csrf import csrf_exempt
@@ -41,7 +42,7 @@ MIN_CANCEL_AFTER_SECONDS = 5
 # GET /v1/models answers this many models a page (small, so the cursor is exercised).
 MODELS_PAGE_SIZE = 3
 
-View = Callable[..., Awaitable[HttpResponse]]
+View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,8 @@ def api(*methods: str, creates: bool = False) -> Callable[[View], View]:
 
     def decorate(view: View) -> View:
         @wraps(view)
-        async def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        async def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            response: HttpResponseBase
             if request.method not in methods:
                 response = problem(
                     405, "Method not allowed", f"{request.method} is not allowed here"
@@ -167,7 +169,7 @@ def public(view: View) -> View:
     """An unauthenticated GET (output files, the web page): still never behind Django login."""
 
     @wraps(view)
-    async def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    async def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if request.method not in ("GET", "HEAD"):
             return problem(405, "Method not allowed", f"{request.method} is not allowed here")
         return await view(request, *args, **kwargs)
@@ -207,7 +209,7 @@ def _prefer_wait(header: str) -> tuple[int, str] | None:
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 
 
-def _cancel_after(header: str) -> timedelta | None:
+def _cancel_after(header: str) -> timedelta:
     """`30`, `30s`, `5m`, `1h30m45s` -> a duration; ValueError for anything else."""
     match = _DURATION.match(header.strip())
     if not header.strip() or match is None:
@@ -413,7 +415,7 @@ async def _events(prediction: store.Prediction, cut_after: int | None) -> AsyncI
 
 
 @public
-async def stream(request: HttpRequest, key: str) -> HttpResponse:
+async def stream(request: HttpRequest, key: str) -> HttpResponseBase:
     """`urls.stream`: a capability URL, so no token is needed (nor checked, when sent)."""
     found = store.predictions.by_stream_key(key)
     if found is None or not found.model.streams:
@@ -534,7 +536,7 @@ async def files(request: HttpRequest, caller: Caller) -> HttpResponse:
     upload = uploads.get("content")
     if upload is None:
         return problem(400, "Bad request", "Send the file as the multipart field 'content'")
-    if upload.size > store.MAX_FILE_SIZE:
+    if (upload.size or 0) > store.MAX_FILE_SIZE:
         return problem(413, "Content Too Large", f"Files may be {store.MAX_FILE_SIZE} bytes")
     # A plain form field (the Python client), or a JSON file part (the JavaScript client
     # sends `name="metadata"; filename="blob"`).

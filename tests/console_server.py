@@ -146,16 +146,10 @@ class ConsoleServer(Process):
 class Worker(Process):
     """A Celery worker (threads pool), on the test's own queue."""
 
-    def __init__(
-        self,
-        env: dict[str, str],
-        concurrency: int = 50,
-        app: str = "project",
-        pool: str = "threads",
-    ) -> None:
+    def __init__(self, env: dict[str, str], concurrency: int = 50) -> None:
         name = f"test-{uuid.uuid4().hex[:8]}@localhost"
-        args = [sys.executable, "-m", "celery", "-A", app, "worker", "-n", name]
-        args += ["--pool", pool, "--concurrency", str(concurrency), "--loglevel", "INFO"]
+        args = [sys.executable, "-m", "celery", "-A", "project", "worker", "-n", name]
+        args += ["--pool", "threads", "--concurrency", str(concurrency), "--loglevel", "INFO"]
         args += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
         super().__init__(args, env)
         self.wait_until(lambda: " ready." in self.log.read_text(errors="replace"), "worker")

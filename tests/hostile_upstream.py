@@ -134,7 +134,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's names
+    def do_GET(self) -> None:  # http.server's names
         parts = self.path.strip("/").split("/")
         if parts == ["v1", "predictions"]:
             newest_first = sorted(self.server.predictions.values(), key=lambda p: p["id"])[::-1]
@@ -152,7 +152,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.answer(404, {"title": "Not found", "detail": "Not found.", "status": 404})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         parts = self.path.strip("/").split("/")

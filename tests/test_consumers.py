@@ -15,7 +15,7 @@ from django.contrib.auth.models import Group, User
 from django.contrib.sessions.models import Session
 from django.test import AsyncClient, Client
 
-from predictions import events
+from predictions import events, runner
 from predictions.models import CatalogModel, Prediction
 from project.asgi import application
 from tests.engine_helpers import MakeModel, expected_text, submit, wait_for, wait_until_finished
@@ -289,7 +289,7 @@ async def test_cancel_shows_canceling_at_once_and_ends_canceled(
     browser = Browser(socket)
     await browser.until("snapshot")
 
-    await prediction.acancel()
+    await runner.cancel(prediction)
 
     while True:
         message = await browser.receive()

@@ -201,7 +201,7 @@ async def test_cancel_asks_upstream_and_the_final_state_comes_from_it(
     )
 
     row = await Prediction.objects.aget(pk=prediction.pk)
-    assert await row.acancel() is True
+    assert await runner.cancel(row) is True
     assert row.is_canceling
 
     final = await wait_until_finished(prediction.pk, within=10)
@@ -218,11 +218,11 @@ async def test_cancel_before_any_runner_started_cancels_here(
         owner=member, model=model, model_ref=model.ref, input={"prompt": "x"}
     )
 
-    assert await prediction.acancel() is True
+    assert await runner.cancel(prediction) is True
 
     assert prediction.status == "canceled"
     assert await runner.run_prediction(prediction.pk) == "busy"
-    assert await prediction.acancel() is False
+    assert await runner.cancel(prediction) is False
 
 
 async def test_a_second_runner_for_the_same_prediction_stands_aside(

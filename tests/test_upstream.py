@@ -428,14 +428,6 @@ def test_clients_of_finished_loops_are_let_go(creds: Credentials) -> None:
     assert loops[0]() is None
 
 
-async def test_a_loop_can_close_its_clients_and_go_on(creds: Credentials) -> None:
-    await upstream.get_account(creds)
-
-    await upstream.aclose_clients()
-
-    assert (await upstream.get_account(creds))["username"] == "sandbox"
-
-
 # Models, account, webhook secret ------------------------------------------------------
 
 

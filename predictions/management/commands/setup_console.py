@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from predictions import crypto, upstream
 from predictions.models import ApiToken, CatalogModel
+from sandbox.demo_models import MODELS
 
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:8000/sandbox"
 SANDBOX_LABEL = "Sandbox"
@@ -69,7 +70,7 @@ class Command(BaseCommand):
         )
         token.set_token(settings.REPLICATE_API_TOKEN)
         token.save()
-        note = "" if take_default else f" (“{current.label}” stays the default)"
+        note = "" if take_default or current is None else f" (“{current.label}” stays the default)"
         return (
             f"Registered REPLICATE_API_TOKEN as API token “{REPLICATE_LABEL}” "
             f"for {token.base_url}{note}."
@@ -141,8 +142,6 @@ class Command(BaseCommand):
 
     @staticmethod
     def demo_models() -> list[Any]:
-        from sandbox.demo_models import MODELS
-
         return list(MODELS.values())
 
 
