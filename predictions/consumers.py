@@ -303,6 +303,7 @@ class FeedConsumer(JsonMessagesConsumer):
             return
         await self.follow_account(self.user)
         await self.join(events.user_group(self.user.pk))
+        events.keep_in_groups(self)  # re-joins them after a Redis restart
 
     async def user_status(self, message: dict[str, Any]) -> None:
         await self.send_json(message["event"])

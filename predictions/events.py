@@ -34,7 +34,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict, deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import channels.exceptions
 import channels.layers
@@ -44,8 +44,8 @@ from django.conf import settings
 from django.urls import reverse
 from redis.asyncio import BlockingConnectionPool, Redis
 
-if TYPE_CHECKING:
-    from .models import OutputFile, Prediction
+from .database import db
+from .models import OutputFile, Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +136,6 @@ _watchdogs: weakref.WeakKeyDictionary[Any, asyncio.Task[None]] = weakref.WeakKey
 
 
 def _row_seq(prediction_id: uuid.UUID) -> int | None:
-    from .models import Prediction
-
     return Prediction.objects.filter(pk=prediction_id).values_list("event_seq", flat=True).first()
 
 
@@ -160,10 +158,7 @@ def watch_over(consumer: Any) -> None:
                 heard = consumer.seq
                 continue
             try:
-                for group in consumer.joined:
-                    await consumer.channel_layer.group_add(group, consumer.channel_name)
-                from .database import db
-
+                await _rejoin(consumer)
                 row_seq = await db(_row_seq)(consumer.prediction_id)
                 if row_seq is not None and row_seq > consumer.seq:
                     await consumer.channel_layer.send(
@@ -173,6 +168,27 @@ def watch_over(consumer: Any) -> None:
                 logger.info("watchdog for %s: %s", consumer.prediction_id, exc)
 
     _watchdogs[consumer] = asyncio.create_task(watch())
+
+
+def keep_in_groups(consumer: Any) -> None:
+    """The feed socket's part of the watchdog (FeedConsumer.connect calls it): it has no row
+    to re-read, but after a Redis restart it must join its groups again, or the page stops
+    hearing about its owner's predictions. Every WATCHDOG_SECONDS, while it is open."""
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(WATCHDOG_SECONDS)
+            try:
+                await _rejoin(consumer)
+            except Exception as exc:  # Redis still down: next time
+                logger.info("watchdog for the feed %s: %s", consumer.channel_name, exc)
+
+    _watchdogs[consumer] = asyncio.create_task(watch())
+
+
+async def _rejoin(consumer: Any) -> None:
+    for group in consumer.joined:  # group_add is idempotent
+        await consumer.channel_layer.group_add(group, consumer.channel_name)
 
 
 def stop_watching(consumer: Any) -> None:

@@ -43,3 +43,24 @@ async def test_a_socket_that_lost_its_groups_still_ends_exact(
 
     assert await browser.until_finished() == expected
     await socket.disconnect()
+
+
+async def test_the_feed_socket_rejoins_its_groups_and_hears_its_owner_again(
+    member: User, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(events, "WATCHDOG_SECONDS", 0.2)
+    socket = await open_socket("/ws/predictions/", member)
+    assert (await socket.connect())[0]
+    await forget_group(events.user_group(member.pk))
+
+    # Published until it arrives: each try is lost until the watchdog has re-joined.
+    event = events.user_status_event("p-1", "processing", "sandbox/text", False)
+    received = None
+    for _ in range(50):
+        await events.publish_user_status(member.pk, event)
+        if not await socket.receive_nothing(timeout=0.2):
+            received = await socket.receive_json_from()
+            break
+    await socket.disconnect()
+
+    assert received == event
