@@ -20,7 +20,6 @@ from predictions.models import CatalogModel, Prediction
 from project.asgi import application
 from tests.engine_helpers import MakeModel, expected_text, submit, wait_for, wait_until_finished
 
-pytest_plugins = ["tests.sandbox_server", "tests.engine_fixtures"]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_runs")]
 
 ORIGIN = "http://127.0.0.1"

@@ -8,6 +8,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -25,7 +26,6 @@ from tests.engine_helpers import (
     wait_until_finished,
 )
 
-pytest_plugins = ["tests.sandbox_server", "tests.engine_fixtures"]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_runs")]
 
 
@@ -288,17 +288,23 @@ async def test_a_runner_stopped_while_creating_still_records_what_it_created(
         model_ref=model.ref,
         input={"prompt": prompt, "seed": 8, "max_tokens": 10, "token_delay_ms": 0},
     )
-    sent = asyncio.Event()
-    create = upstream.create_prediction
+    on_the_wire = asyncio.Event()
+    send = httpx.AsyncClient.send
 
-    async def create_and_tell(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        sent.set()
-        return await create(*args, **kwargs)
+    async def send_and_tell(self: httpx.AsyncClient, request: httpx.Request, **kw: Any) -> Any:
+        """Set `on_the_wire` once the create's body is written (httpcore's trace hook)."""
 
-    monkeypatch.setattr(upstream, "create_prediction", create_and_tell)
+        async def trace(name: str, info: dict[str, Any]) -> None:
+            if name == "http11.send_request_body.complete":
+                on_the_wire.set()
+
+        if request.method == "POST" and request.url.path.endswith("/predictions"):
+            request.extensions = {**request.extensions, "trace": trace}
+        return await send(self, request, **kw)
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", send_and_tell)
     first = asyncio.create_task(runner.run_prediction(prediction.pk))
-    await sent.wait()
-    await asyncio.sleep(0.05)  # the request is on the wire; its answer is 350 ms away
+    await asyncio.wait_for(on_the_wire.wait(), 10)  # its answer is 400 ms away
 
     first.cancel()  # shutdown while the create request is in flight
     with pytest.raises(asyncio.CancelledError):

@@ -14,7 +14,6 @@ from predictions import events
 from tests.engine_helpers import MakeModel
 from tests.test_consumers import Browser, open_socket, start_text
 
-pytest_plugins = ["tests.sandbox_server", "tests.engine_fixtures"]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_runs")]
 
 
