@@ -99,6 +99,7 @@ async def test_a_watched_prediction_moves_the_numbers(
         assert any(key.startswith(name) for key in after), name
 
 
+@pytest.mark.slow
 async def test_upstream_errors_are_counted_by_kind(sandbox_model: MakeModel, member: User) -> None:
     auth = {"authorization": f"Bearer {TOKEN}"}
     before = await scrape(**auth)

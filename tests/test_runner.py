@@ -134,6 +134,7 @@ async def test_a_failing_model_fails_with_its_own_message(
     assert "step 2/2" in final.logs
 
 
+@pytest.mark.slow
 async def test_rate_limited_creates_are_retried_and_create_one_prediction(
     sandbox_model: MakeModel, member: User, sandbox_url: str, sandbox_token: str
 ) -> None:
@@ -147,6 +148,7 @@ async def test_rate_limited_creates_are_retried_and_create_one_prediction(
     assert await creates_for(sandbox_url, sandbox_token, prompt) == 1
 
 
+@pytest.mark.slow
 async def test_creates_stop_being_retried_with_a_clear_error(
     sandbox_model: MakeModel, member: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -161,6 +163,7 @@ async def test_creates_stop_being_retried_with_a_clear_error(
     assert final.upstream_id is None
 
 
+@pytest.mark.slow
 async def test_a_cut_stream_and_failing_reads_still_give_the_exact_text(
     sandbox_model: MakeModel, member: User
 ) -> None:
@@ -174,6 +177,7 @@ async def test_a_cut_stream_and_failing_reads_still_give_the_exact_text(
     assert final.text_output == expected_text(prompt, 3, 80)
 
 
+@pytest.mark.slow
 async def test_a_deadline_too_short_for_cancel_after_is_kept_by_the_console(
     sandbox_model: MakeModel, member: User, sandbox_client: Any
 ) -> None:
@@ -191,6 +195,7 @@ async def test_a_deadline_too_short_for_cancel_after_is_kept_by_the_console(
     assert remote.status == "canceled"
 
 
+@pytest.mark.slow
 async def test_cancel_asks_upstream_and_the_final_state_comes_from_it(
     sandbox_model: MakeModel, member: User
 ) -> None:
@@ -243,6 +248,7 @@ async def test_a_second_runner_for_the_same_prediction_stands_aside(
     assert await creates_for(sandbox_url, sandbox_token, prompt) == 1
 
 
+@pytest.mark.slow
 async def test_a_runner_stopped_midway_hands_back_and_the_next_resumes_without_a_new_create(
     sandbox_model: MakeModel, member: User, sandbox_url: str, sandbox_token: str
 ) -> None:

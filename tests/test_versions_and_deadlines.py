@@ -66,6 +66,7 @@ async def test_a_pinned_old_version_of_a_community_model_runs_that_version(
     assert final.version == ECHO.versions[-1].id
 
 
+@pytest.mark.slow
 async def test_an_unpinned_official_model_records_the_version_replicate_ran(
     sandbox_model: MakeModel, member: User
 ) -> None:

@@ -26,6 +26,7 @@ async def forget_group(group: str) -> None:
         await connection.delete(layer._group_key(group))
 
 
+@pytest.mark.slow
 async def test_a_socket_that_lost_its_groups_still_ends_exact(
     sandbox_model: MakeModel, member: User, monkeypatch: Any
 ) -> None:

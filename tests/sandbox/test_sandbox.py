@@ -126,6 +126,7 @@ async def test_a_failing_run_raises_model_error_with_logs(replicate_client: repl
     assert "step 2/2" in failure.value.prediction.logs
 
 
+@pytest.mark.slow
 async def test_a_prediction_goes_from_starting_through_processing_to_succeeded(
     replicate_client: replicate.Client,
 ):
@@ -153,6 +154,7 @@ async def test_a_prediction_goes_from_starting_through_processing_to_succeeded(
     assert prediction.version == latest_version("sandbox/slow")
 
 
+@pytest.mark.slow
 async def test_prefer_wait_answers_starting_without_output_when_the_window_ends(
     replicate_client: replicate.Client,
 ):

@@ -189,6 +189,7 @@ async def test_the_events_filter_is_honoured(
     assert [d.prediction["status"] for d in deliveries] == ["succeeded"]
 
 
+@pytest.mark.slow
 async def test_output_webhooks_come_at_most_every_500_ms(
     replicate_client: replicate.Client, receiver: Receiver
 ):
