@@ -13,7 +13,7 @@ SANDBOX_PORT ?= 8001
 # make up starts the sandbox unless a real token is given or the sandbox is turned off.
 UP_SANDBOX := $(if $(or $(REPLICATE_API_TOKEN),$(filter 0 false off no,$(SANDBOX_ENABLED))),,sandbox)
 
-.PHONY: run dev up admin test test-services lint format bench soak worker beat clean
+.PHONY: run dev up admin test test-fast test-services lint format bench soak worker beat clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -91,6 +91,11 @@ TEST_METRICS = rm -rf $(VAR_DIR)/test-metrics && PROMETHEUS_MULTIPROC_DIR=$(VAR_
 
 test: lint
 	$(TEST_METRICS) $(BIN)/pytest $(PYTEST_ARGS)
+
+# While working: no lint, and none of the browser, process-killing or slow tests (under a
+# minute). make test runs them all.
+test-fast: $(VENV)/.dev
+	$(TEST_METRICS) $(BIN)/pytest -m "not browser and not processes and not slow" $(PYTEST_ARGS)
 
 # The suite against real PostgreSQL and Redis (set DATABASE_URL and REDIS_URL).
 test-services: $(VENV)/.dev

@@ -1,7 +1,7 @@
 """Console processes for tests that kill them: a daphne server (inline executor) and Celery
 workers, sharing the test database with the test process.
 
-Use as a plugin: ``pytest_plugins = ["tests.sandbox_server", "tests.console_server"]``.
+A plugin, declared in tests/conftest.py.
 Tests using them need ``@pytest.mark.django_db(transaction=True)`` so what they write is
 committed where the subprocesses can see it. Every process is stopped when its test ends,
 before the database is flushed.
@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from celery import Celery
 from django.db import connection
 
 from tests.sandbox_server import ROOT
+from tests.waiting import wait_until
 
 START_TIMEOUT = 60.0
 # Short, so a killed runner's prediction is resumed within seconds.
@@ -83,13 +83,15 @@ class Process:
         return self.log.read_text(errors="replace")[-tail:]
 
     def wait_until(self, ready: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not ready():
+        def ready_or_dead() -> bool:
             if self.popen.poll() is not None:
                 raise RuntimeError(f"{what} exited early:\n{self.output()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not start:\n{self.output()}")
-            time.sleep(0.05)
+            return ready()
+
+        try:
+            wait_until(ready_or_dead, within=START_TIMEOUT, what=f"{what} started")
+        except AssertionError:
+            raise RuntimeError(f"{what} did not start:\n{self.output()}") from None
 
     def log_text(self) -> str:
         """The whole log."""

@@ -1,6 +1,6 @@
 """Fixtures for engine tests that run the runner in the test process against the sandbox.
 
-Use as a plugin: ``pytest_plugins = ["tests.sandbox_server", "tests.engine_fixtures"]``.
+A plugin, declared in tests/conftest.py (it needs ``tests.sandbox_server``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from asgiref.sync import SyncToAsync, sync_to_async
-from django.contrib.auth.models import User
 from django.db import connections
 
 from predictions import executors, upstream
@@ -40,16 +39,6 @@ def _close_engine_connections(django_db_setup: None, django_db_blocker: Any) -> 
                 )
             connection.close()
             connection.close_pool()
-
-
-@pytest.fixture
-def member(transactional_db: None) -> User:
-    return User.objects.create_user("member", password="pw-member-123")
-
-
-@pytest.fixture
-def stranger(transactional_db: None) -> User:
-    return User.objects.create_user("stranger", password="pw-stranger-123")
 
 
 @pytest.fixture

@@ -1,9 +1,7 @@
-"""Helpers for engine tests: waiting on conditions, submitting, asking the sandbox."""
+"""Helpers for engine tests: waiting for a prediction, submitting, asking the sandbox."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,22 +12,9 @@ from django.contrib.auth.models import User
 
 from predictions import executors
 from predictions.models import CatalogModel, Prediction
+from tests.waiting import wait_for
 
 MakeModel = Callable[..., Awaitable[CatalogModel]]
-
-
-async def wait_for(
-    condition: Callable[[], Awaitable[Any]], within: float = 20.0, every: float = 0.05
-) -> Any:
-    """Poll `condition` until it returns something truthy; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(every)
 
 
 async def wait_until_finished(prediction_id: uuid.UUID, within: float = 30.0) -> Prediction:

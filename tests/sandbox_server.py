@@ -1,8 +1,6 @@
 """Run the sandbox as a real daphne process, for tests and benchmarks.
 
-Use it as a pytest plugin (tests/conftest.py)::
-
-    pytest_plugins = ["tests.sandbox_server"]
+A pytest plugin, declared in tests/conftest.py.
 
 Fixtures: ``sandbox_url`` is the base URL to give ``replicate.Client`` (no ``/v1``), for
 example ``http://127.0.0.1:41234/sandbox``; ``sandbox_token`` is the API token it accepts;
@@ -23,7 +21,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,8 @@ from typing import Any
 import httpx
 import pytest
 import replicate
+
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_TOKEN = "r8_sandbox_test_0123456789abcdef"
@@ -58,17 +57,19 @@ def server_env(var_dir: str, token: str, extra: dict[str, str] | None = None) ->
 
 def _wait_until_ready(url: str, token: str, process: subprocess.Popen, log: Path) -> None:
     """Poll the account endpoint until it answers 200; fail fast if the process died."""
-    deadline = time.monotonic() + START_TIMEOUT
     headers = {"Authorization": f"Bearer {token}"}
-    while True:
+
+    def ready() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"sandbox server exited early:\n{log.read_text()[-4000:]}")
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/v1/account", headers=headers, timeout=2).status_code == 200:
-                return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"sandbox server did not start:\n{log.read_text()[-4000:]}")
-        time.sleep(0.05)
+            return httpx.get(f"{url}/v1/account", headers=headers, timeout=2).status_code == 200
+        return False
+
+    try:
+        wait_until(ready, within=START_TIMEOUT, what="sandbox server started")
+    except AssertionError:
+        raise RuntimeError(f"sandbox server did not start:\n{log.read_text()[-4000:]}") from None
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""schemathesis hooks for tests/test_sandbox_schema.py (loaded through SCHEMATHESIS_HOOKS).
+"""schemathesis hooks for tests/sandbox/test_sandbox_schema.py (loaded through SCHEMATHESIS_HOOKS).
 
 The spec's example create names `replicate/hello-world`, which the sandbox does not have;
 its example input ({"text": "Alice"}) suits the community echo model, so the example is

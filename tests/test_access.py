@@ -13,16 +13,6 @@ from django.utils import timezone
 from predictions.models import CatalogModel, Prediction
 
 
-@pytest.fixture
-def alice(db: None) -> User:
-    return User.objects.create_user("alice", password="pw-alice-123")
-
-
-@pytest.fixture
-def bob(db: None) -> User:
-    return User.objects.create_user("bob", password="pw-bob-123")
-
-
 @pytest.mark.parametrize("path", ["/", "/predictions/", "/models/sandbox/text/"])
 def test_logged_out_visitors_are_sent_to_the_login_page(
     client: Client, db: None, path: str
@@ -155,9 +145,9 @@ def test_catalogue_admin_explains_bad_names_and_versions(
     assert not CatalogModel.objects.exists()
 
 
-def test_predictions_are_visible_to_owner_shared_users_and_staff(alice: User, bob: User) -> None:
-    carol = User.objects.create_user("carol")
-    staff = User.objects.create_user("staff", is_staff=True)
+def test_predictions_are_visible_to_owner_shared_users_and_staff(
+    alice: User, bob: User, carol: User, staff: User
+) -> None:
     own = Prediction.objects.create(owner=alice, model_ref="sandbox/text")
     shared = Prediction.objects.create(owner=bob, model_ref="sandbox/text")
     shared.shared_with.add(alice)

@@ -184,10 +184,11 @@ def test_a_token_moved_with_the_token_re_entered_is_no_longer_verified(
 LARGE_FIELDS = {"logs", "text_output", "output"}
 
 
-def test_only_the_prediction_list_defers_the_large_fields(admin_client: Client, db: None) -> None:
-    owner = User.objects.create_user("historian")
+def test_only_the_prediction_list_defers_the_large_fields(
+    admin_client: Client, alice: User
+) -> None:
     prediction = Prediction.objects.create(
-        owner=owner, model_ref="sandbox/text", logs="log line", text_output="words", output=["w"]
+        owner=alice, model_ref="sandbox/text", logs="log line", text_output="words", output=["w"]
     )
 
     listed = admin_client.get(reverse("admin:predictions_prediction_changelist"))

@@ -475,6 +475,15 @@ def test_run_again_sends_once_even_if_the_connection_drops(console: Console, pag
     assert [m["type"] for m in submits] == ["submit"]
 
 
+# --bg in static/css/console.css, light and under prefers-color-scheme: dark.
+LIGHT_BACKGROUND = "rgb(246, 246, 248)"
+DARK_BACKGROUND = "rgb(14, 14, 18)"
+
+
+def background(page: Page) -> str:
+    return page.evaluate("getComputedStyle(document.body).backgroundColor")
+
+
 def test_it_fits_a_phone_in_dark_mode(browser: Browser, console: Console) -> None:
     phone = login(
         browser,
@@ -484,6 +493,12 @@ def test_it_fits_a_phone_in_dark_mode(browser: Browser, console: Console) -> Non
         is_mobile=True,
     )
     try:
+        # Dark mode is the page's own: its background follows the colour scheme.
+        assert background(phone) == DARK_BACKGROUND
+        phone.emulate_media(color_scheme="light")
+        assert background(phone) == LIGHT_BACKGROUND
+        phone.emulate_media(color_scheme="dark")
+        assert background(phone) == DARK_BACKGROUND
         shot(phone, "phone-catalogue")
         phone.goto("/models/sandbox/image/")
         shot(phone, "phone-model-form")

@@ -28,8 +28,7 @@ from tests.engine_helpers import MakeModel, expected_text
 if TYPE_CHECKING:
     from tests.console_server import ConsoleServer, Workers
 
-pytest_plugins = ["tests.sandbox_server", "tests.engine_fixtures", "tests.console_server"]
-pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.services, pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
 BURST = 50
 TOKENS = 40

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from channels_redis.core import RedisChannelLayer
 
 from project.settings import redis_channel_layer
@@ -12,6 +13,7 @@ from project.settings import redis_channel_layer
 QUIET_SECONDS = 12
 
 
+@pytest.mark.slow
 async def test_an_idle_socket_s_listener_outlasts_redis_timeouts(redis_url: str) -> None:
     # A websocket nobody writes to waits in layer.receive() for as long as it is open; it
     # used to die with 1011 when redis-py's read timeout raced the blocking read.

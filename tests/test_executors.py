@@ -17,7 +17,6 @@ from predictions import executors, tasks
 from predictions.models import Prediction
 from tests.engine_helpers import MakeModel, expected_text
 
-pytest_plugins = ["tests.sandbox_server", "tests.engine_fixtures"]
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -64,9 +63,16 @@ def test_the_reconciler_resumes_only_predictions_whose_runner_went_quiet(
     )
     Prediction.objects.filter(pk__in=[stale.pk, done.pk]).update(updated_at=long_ago)
 
+    def others() -> list[tuple[str, object]]:
+        rows = Prediction.objects.filter(pk__in=[fresh.pk, done.pk]).order_by("status")
+        return [(p.status, p.updated_at) for p in rows]
+
+    before = others()
     assert tasks.reconcile_predictions() == 1
     assert queued == [str(stale.pk)]
-    assert fresh.pk and done.pk
+    # The live runner's row and the finished one are neither queued nor written to.
+    assert others() == before
+    assert [status for status, _ in before] == ["processing", "succeeded"]
 
 
 async def test_with_celery_the_row_exists_before_the_task_is_queued(

@@ -79,6 +79,7 @@ async def test_readyz_is_503_until_a_celery_worker_is_seen(settings: Any, redis_
     assert up.json()["checks"]["celery_workers"] == "ok"
 
 
+@pytest.mark.processes
 @pytest.mark.django_db(transaction=True)
 def test_a_console_whose_database_is_down_is_alive_but_not_ready(
     console_servers: Callable[..., ConsoleServer],

@@ -18,6 +18,7 @@ from sandbox.demo_models import MODELS, text_tokens
 from tests.conftest import need_service
 
 JS_DIR = Path(__file__).parent / "js"
+pytestmark = pytest.mark.processes  # each test runs Replicate's JavaScript client in Node
 
 
 @pytest.fixture(scope="session")

@@ -24,8 +24,7 @@ from tests.test_burst import session_cookie
 if TYPE_CHECKING:
     from tests.console_server import ConsoleServer
 
-pytest_plugins = ["tests.sandbox_server", "tests.engine_fixtures", "tests.console_server"]
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
 METRICS_TOKEN = "metrics-secret-for-the-log-test-42"
 

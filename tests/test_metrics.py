@@ -13,7 +13,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.engine_helpers import MakeModel, wait_until_finished
 from tests.test_consumers import Browser, open_socket, start_text
 
-pytest_plugins = ["tests.sandbox_server", "tests.engine_fixtures"]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_runs")]
 
 TOKEN = "metrics-token-for-tests-0123456789"
@@ -100,6 +99,7 @@ async def test_a_watched_prediction_moves_the_numbers(
         assert any(key.startswith(name) for key in after), name
 
 
+@pytest.mark.slow
 async def test_upstream_errors_are_counted_by_kind(sandbox_model: MakeModel, member: User) -> None:
     auth = {"authorization": f"Bearer {TOKEN}"}
     before = await scrape(**auth)

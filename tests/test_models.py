@@ -35,10 +35,11 @@ def test_a_disabled_own_token_is_not_silently_replaced_by_the_default(db: None) 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_deleting_a_prediction_frees_its_archived_files(settings: object, tmp_path: Path) -> None:
+def test_deleting_a_prediction_frees_its_archived_files(
+    settings: object, tmp_path: Path, alice: User
+) -> None:
     settings.MEDIA_ROOT = tmp_path
-    owner = User.objects.create_user("alice")
-    prediction = Prediction.objects.create(owner=owner, model_ref="sandbox/image")
+    prediction = Prediction.objects.create(owner=alice, model_ref="sandbox/image")
     archived = OutputFile(prediction=prediction, content_type="image/png", size=3, sha256="0" * 64)
     archived.original_url = "https://replicate.delivery/x/out.png"
     archived.file.save("out.png", ContentFile(b"png"), save=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -21,12 +20,12 @@ from django.contrib.auth.models import User
 from predictions.models import Prediction
 from tests.engine_helpers import MakeModel, expected_text, upstream_predictions
 from tests.test_burst import session_cookie
+from tests.waiting import wait_until
 
 if TYPE_CHECKING:
     from tests.console_server import ConsoleServer, Workers
 
-pytest_plugins = ["tests.sandbox_server", "tests.engine_fixtures", "tests.console_server"]
-pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.services, pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
 TOKENS = 300
 SEED = 3
@@ -56,14 +55,6 @@ async def watch(
             elif message.get("seq", 0) > seq:
                 await ws.send(json.dumps({"type": "resync", "after": seq}))
     raise AssertionError("socket closed before done")
-
-
-def wait_until(condition: Callable[[], object], within: float = 60.0) -> object:
-    deadline = time.monotonic() + within
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-    return value
 
 
 def test_submit_on_one_web_process_watch_on_another_and_survive_a_killed_worker(
@@ -105,7 +96,7 @@ def test_submit_on_one_web_process_watch_on_another_and_survive_a_killed_worker(
             row = Prediction.objects.get(pk=pk)
             return bool(row.upstream_id and len(row.text_output) > 20 and row.is_active)
 
-        await asyncio.to_thread(wait_until, mid_stream)
+        await asyncio.to_thread(wait_until, mid_stream, 60.0)
         worker.kill()
         celery_workers.start()
 

@@ -7,7 +7,6 @@ in its own daphne, all sharing this session's database.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -20,21 +19,12 @@ from django.utils import timezone
 
 from predictions.models import CatalogModel, Prediction, WebhookEvent
 from tests.engine_helpers import MakeModel, expected_text, upstream_predictions
+from tests.waiting import wait_until
 
 if TYPE_CHECKING:
     from tests.console_server import ConsoleServer, Workers
 
-pytest_plugins = ["tests.sandbox_server", "tests.engine_fixtures", "tests.console_server"]
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def wait_until(condition: Callable[[], Any], within: float = 30.0, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + within
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        time.sleep(every)
-    return value
+pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
 
 def row(prediction: Prediction) -> Prediction:

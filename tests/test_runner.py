@@ -8,6 +8,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -25,7 +26,6 @@ from tests.engine_helpers import (
     wait_until_finished,
 )
 
-pytest_plugins = ["tests.sandbox_server", "tests.engine_fixtures"]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_runs")]
 
 
@@ -134,6 +134,7 @@ async def test_a_failing_model_fails_with_its_own_message(
     assert "step 2/2" in final.logs
 
 
+@pytest.mark.slow
 async def test_rate_limited_creates_are_retried_and_create_one_prediction(
     sandbox_model: MakeModel, member: User, sandbox_url: str, sandbox_token: str
 ) -> None:
@@ -147,6 +148,7 @@ async def test_rate_limited_creates_are_retried_and_create_one_prediction(
     assert await creates_for(sandbox_url, sandbox_token, prompt) == 1
 
 
+@pytest.mark.slow
 async def test_creates_stop_being_retried_with_a_clear_error(
     sandbox_model: MakeModel, member: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -161,6 +163,7 @@ async def test_creates_stop_being_retried_with_a_clear_error(
     assert final.upstream_id is None
 
 
+@pytest.mark.slow
 async def test_a_cut_stream_and_failing_reads_still_give_the_exact_text(
     sandbox_model: MakeModel, member: User
 ) -> None:
@@ -174,6 +177,7 @@ async def test_a_cut_stream_and_failing_reads_still_give_the_exact_text(
     assert final.text_output == expected_text(prompt, 3, 80)
 
 
+@pytest.mark.slow
 async def test_a_deadline_too_short_for_cancel_after_is_kept_by_the_console(
     sandbox_model: MakeModel, member: User, sandbox_client: Any
 ) -> None:
@@ -191,6 +195,7 @@ async def test_a_deadline_too_short_for_cancel_after_is_kept_by_the_console(
     assert remote.status == "canceled"
 
 
+@pytest.mark.slow
 async def test_cancel_asks_upstream_and_the_final_state_comes_from_it(
     sandbox_model: MakeModel, member: User
 ) -> None:
@@ -243,6 +248,7 @@ async def test_a_second_runner_for_the_same_prediction_stands_aside(
     assert await creates_for(sandbox_url, sandbox_token, prompt) == 1
 
 
+@pytest.mark.slow
 async def test_a_runner_stopped_midway_hands_back_and_the_next_resumes_without_a_new_create(
     sandbox_model: MakeModel, member: User, sandbox_url: str, sandbox_token: str
 ) -> None:
@@ -288,17 +294,23 @@ async def test_a_runner_stopped_while_creating_still_records_what_it_created(
         model_ref=model.ref,
         input={"prompt": prompt, "seed": 8, "max_tokens": 10, "token_delay_ms": 0},
     )
-    sent = asyncio.Event()
-    create = upstream.create_prediction
+    on_the_wire = asyncio.Event()
+    send = httpx.AsyncClient.send
 
-    async def create_and_tell(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        sent.set()
-        return await create(*args, **kwargs)
+    async def send_and_tell(self: httpx.AsyncClient, request: httpx.Request, **kw: Any) -> Any:
+        """Set `on_the_wire` once the create's body is written (httpcore's trace hook)."""
 
-    monkeypatch.setattr(upstream, "create_prediction", create_and_tell)
+        async def trace(name: str, info: dict[str, Any]) -> None:
+            if name == "http11.send_request_body.complete":
+                on_the_wire.set()
+
+        if request.method == "POST" and request.url.path.endswith("/predictions"):
+            request.extensions = {**request.extensions, "trace": trace}
+        return await send(self, request, **kw)
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", send_and_tell)
     first = asyncio.create_task(runner.run_prediction(prediction.pk))
-    await sent.wait()
-    await asyncio.sleep(0.05)  # the request is on the wire; its answer is 350 ms away
+    await asyncio.wait_for(on_the_wire.wait(), 10)  # its answer is 400 ms away
 
     first.cancel()  # shutdown while the create request is in flight
     with pytest.raises(asyncio.CancelledError):

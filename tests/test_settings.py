@@ -40,6 +40,8 @@ CONFIG_VARIABLES = [
     "LOGIN_LOCKOUT_MINUTES",
 ]
 
+pytestmark = pytest.mark.processes  # each test starts manage.py with an environment of its own
+
 
 def manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     """Run manage.py in a fresh process with only the given configuration variables."""

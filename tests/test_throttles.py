@@ -21,7 +21,6 @@ from predictions.models import Prediction
 from tests.engine_helpers import MakeModel
 from tests.test_consumers import open_socket
 
-pytest_plugins = ["tests.sandbox_server", "tests.engine_fixtures"]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_runs")]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,6 +103,7 @@ async def test_each_user_has_a_window_of_their_own(
 
 
 @pytest.mark.services
+@pytest.mark.processes
 def test_with_redis_every_process_counts_against_the_same_window(
     redis_url: str, tmp_path: Path
 ) -> None:

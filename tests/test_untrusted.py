@@ -22,8 +22,6 @@ from predictions.models import ApiToken, CatalogModel, OutputFile, Prediction
 from project.asgi import application
 from tests.engine_helpers import submit, wait_until_finished
 
-pytest_plugins = ["tests.hostile_upstream", "tests.sandbox_server", "tests.engine_fixtures"]
-
 PROMPT_SCHEMA = {
     "type": "object",
     "required": ["prompt"],
@@ -265,11 +263,8 @@ def test_a_nul_in_the_address_is_a_400_with_a_message(
     assert "NUL character" in response.content.decode()
 
 
-def test_the_admin_search_refuses_a_nul_too(client: Client, db: None) -> None:
-    admin = User.objects.create_superuser("root", password="pw-root-123")
-    client.force_login(admin)
-
-    response = client.get("/admin/predictions/prediction/?q=%00")
+def test_the_admin_search_refuses_a_nul_too(admin_client: Client) -> None:
+    response = admin_client.get("/admin/predictions/prediction/?q=%00")
 
     assert response.status_code == 400
 
@@ -293,9 +288,8 @@ def test_a_webhook_whose_id_holds_a_nul_is_refused_without_a_500(client: Client)
     ],
 )
 def test_the_admin_refuses_defaults_that_cannot_be_stored(
-    client: Client, db: None, field: str, value: str
+    admin_client: Client, field: str, value: str
 ) -> None:
-    client.force_login(User.objects.create_superuser("root", password="pw-root-123"))
     form = {
         "owner": "acme",
         "name": "echo",
@@ -307,7 +301,7 @@ def test_the_admin_refuses_defaults_that_cannot_be_stored(
         field: value,
     }
 
-    response = client.post("/admin/predictions/catalogmodel/add/", form)
+    response = admin_client.post("/admin/predictions/catalogmodel/add/", form)
 
     assert response.status_code == 200
     assert "cannot be saved" in response.content.decode()

@@ -22,7 +22,6 @@ from predictions.models import ApiToken, Prediction
 from sandbox.demo_models import MODELS
 from tests.engine_helpers import MakeModel, submit, wait_until_finished
 
-pytest_plugins = ["tests.engine_fixtures"]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_runs")]
 
 ECHO = MODELS["sandbox-community/echo"]
@@ -67,6 +66,7 @@ async def test_a_pinned_old_version_of_a_community_model_runs_that_version(
     assert final.version == ECHO.versions[-1].id
 
 
+@pytest.mark.slow
 async def test_an_unpinned_official_model_records_the_version_replicate_ran(
     sandbox_model: MakeModel, member: User
 ) -> None:
@@ -80,6 +80,7 @@ async def test_an_unpinned_official_model_records_the_version_replicate_ran(
     assert final.version == MODELS["sandbox/slow"].latest_version.id
 
 
+@pytest.mark.slow
 async def test_a_running_prediction_past_its_deadline_is_canceled_by_cancel_after(
     sandbox_model: MakeModel, member: User, sandbox_url: str, sandbox_token: str
 ) -> None:
@@ -98,6 +99,7 @@ async def test_a_running_prediction_past_its_deadline_is_canceled_by_cancel_afte
     assert remote["deadline"]  # the console sent Cancel-After
 
 
+@pytest.mark.slow
 async def test_a_prediction_that_never_starts_before_its_deadline_shows_as_canceled(
     sandbox_model: MakeModel, member: User, sandbox_url: str, sandbox_token: str
 ) -> None:
@@ -115,6 +117,7 @@ async def test_a_prediction_that_never_starts_before_its_deadline_shows_as_cance
     )
 
 
+@pytest.mark.slow
 async def test_a_failed_run_keeps_its_files_even_when_downloads_fail_at_first(
     sandbox_model: MakeModel, member: User
 ) -> None:

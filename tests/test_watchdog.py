@@ -14,7 +14,6 @@ from predictions import events
 from tests.engine_helpers import MakeModel
 from tests.test_consumers import Browser, open_socket, start_text
 
-pytest_plugins = ["tests.sandbox_server", "tests.engine_fixtures"]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_runs")]
 
 
@@ -27,6 +26,7 @@ async def forget_group(group: str) -> None:
         await connection.delete(layer._group_key(group))
 
 
+@pytest.mark.slow
 async def test_a_socket_that_lost_its_groups_still_ends_exact(
     sandbox_model: MakeModel, member: User, monkeypatch: Any
 ) -> None:

@@ -19,7 +19,6 @@ from django.utils import timezone
 from predictions.models import Prediction, WebhookEvent
 from tests.engine_helpers import MakeModel, expected_text, wait_until_finished
 
-pytest_plugins = ["tests.sandbox_server", "tests.engine_fixtures"]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_runs")]
 
 SECRET = "whsec_" + base64.b64encode(b"console test webhook key!").decode()

@@ -15,6 +15,7 @@ from replicate.exceptions import ModelError
 
 from sandbox.demo_models import MODELS, text_tokens
 from tests.sandbox_server import TEST_TOKEN
+from tests.waiting import wait_for
 
 TEXT = {"prompt": "Tell me about rivers", "max_tokens": 40, "token_delay_ms": 1, "seed": 7}
 
@@ -125,6 +126,7 @@ async def test_a_failing_run_raises_model_error_with_logs(replicate_client: repl
     assert "step 2/2" in failure.value.prediction.logs
 
 
+@pytest.mark.slow
 async def test_a_prediction_goes_from_starting_through_processing_to_succeeded(
     replicate_client: replicate.Client,
 ):
@@ -140,10 +142,7 @@ async def test_a_prediction_goes_from_starting_through_processing_to_succeeded(
         seen.add(prediction.status)
         return prediction.status == "succeeded"
 
-    deadline = time.monotonic() + 5
-    while not await finished():
-        assert time.monotonic() < deadline, f"still {prediction.status}"
-        await asyncio.sleep(0.05)
+    await wait_for(finished, within=5, what="prediction succeeded")
 
     assert seen == {"starting", "processing", "succeeded"}
     assert prediction.output == "ok"
@@ -155,6 +154,7 @@ async def test_a_prediction_goes_from_starting_through_processing_to_succeeded(
     assert prediction.version == latest_version("sandbox/slow")
 
 
+@pytest.mark.slow
 async def test_prefer_wait_answers_starting_without_output_when_the_window_ends(
     replicate_client: replicate.Client,
 ):

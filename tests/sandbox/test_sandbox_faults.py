@@ -103,6 +103,7 @@ async def test_cut_after_drops_the_stream_but_the_prediction_finishes(sandbox_cl
     assert len(prediction.output) == text_input["max_tokens"]
 
 
+@pytest.mark.slow
 async def test_stuck_predictions_stay_starting_until_canceled(sandbox_client: Factory):
     client = sandbox_client(fresh("stuck"))
 

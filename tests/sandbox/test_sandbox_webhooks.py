@@ -1,7 +1,6 @@
 """Webhooks from the sandbox, received by a small local HTTP server and checked with the
 official client's validator."""
 
-import asyncio
 import base64
 import itertools
 import json
@@ -17,6 +16,7 @@ from django.test import override_settings
 from replicate.webhook import InvalidSignatureError, WebhookSigningSecret
 
 from sandbox.webhooks import sign, signing_secret
+from tests.waiting import wait_for
 
 TERMINAL = {"succeeded", "failed", "canceled"}
 TEXT = {"prompt": "hooks", "max_tokens": 40, "token_delay_ms": 20, "seed": 5}
@@ -71,13 +71,12 @@ class Receiver:
         self, prediction_id: str, done: Callable[[list[Delivery]], bool], within: float = 10
     ) -> list[Delivery]:
         """The prediction's deliveries, once `done(deliveries)` holds."""
-        deadline = time.monotonic() + within
-        while True:
+
+        async def delivered() -> list[Delivery] | None:
             found = self.for_prediction(prediction_id)
-            if done(found):
-                return found
-            assert time.monotonic() < deadline, f"gave up after {len(found)} deliveries"
-            await asyncio.sleep(0.02)
+            return found if done(found) else None
+
+        return await wait_for(delivered, within, every=0.02, what="deliveries")
 
     async def wait_until_completed(self, prediction_id: str) -> list[Delivery]:
         """Every delivery, once one answered 200 carries a terminal status."""
@@ -190,6 +189,7 @@ async def test_the_events_filter_is_honoured(
     assert [d.prediction["status"] for d in deliveries] == ["succeeded"]
 
 
+@pytest.mark.slow
 async def test_output_webhooks_come_at_most_every_500_ms(
     replicate_client: replicate.Client, receiver: Receiver
 ):

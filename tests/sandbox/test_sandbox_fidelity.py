@@ -4,7 +4,6 @@ Everything goes over HTTP to a real sandbox process, through the official client
 has a call for it and through httpx where the test is about the wire.
 """
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import replicate
 from replicate.exceptions import ReplicateError
 
 from sandbox.demo_models import MODELS
+from tests.waiting import wait_for
 
 Factory = Callable[..., replicate.Client]
 COMMUNITY = "sandbox-community/echo"
@@ -26,13 +26,11 @@ def auth(token: str, faults: str = "") -> dict[str, str]:
 
 
 async def wait_terminal(client: replicate.Client, prediction_id: str, within: float = 15) -> Any:
-    deadline = time.monotonic() + within
-    while True:
+    async def terminal() -> Any:
         prediction = await client.predictions.async_get(prediction_id)
-        if prediction.status in ("succeeded", "failed", "canceled"):
-            return prediction
-        assert time.monotonic() < deadline, f"still {prediction.status}"
-        await asyncio.sleep(0.05)
+        return prediction if prediction.status in ("succeeded", "failed", "canceled") else None
+
+    return await wait_for(terminal, within, what="prediction finished")
 
 
 async def test_a_community_model_is_not_official_and_has_several_versions(
@@ -238,6 +236,7 @@ async def test_file_metadata_sent_as_a_json_file_part_is_kept(sandbox_url: str, 
     assert response.json()["name"] == "notes.txt"
 
 
+@pytest.mark.slow
 async def test_cancel_after_aborts_what_never_started_and_cancels_what_runs(
     sandbox_url: str, sandbox_token: str, sandbox_client: Factory
 ):

@@ -11,6 +11,7 @@ from django.test import AsyncClient
 from pytest_django.fixtures import Settings
 
 from sandbox import views
+from tests.waiting import wait_for
 
 
 async def read_events(url: str, token: str) -> tuple[list[dict], str]:
@@ -79,15 +80,16 @@ async def test_a_token_with_newlines_goes_out_as_several_data_lines(
 
 async def wait_for_status(url: str, token: str, prediction_id: str) -> dict:
     async with httpx.AsyncClient() as http:
-        for _ in range(200):
+
+        async def finished() -> dict | None:
             response = await http.get(
                 f"{url}/v1/predictions/{prediction_id}",
                 headers={"Authorization": f"Bearer {token}"},
             )
-            if response.json()["status"] in ("succeeded", "failed", "canceled"):
-                return response.json()
-            await asyncio.sleep(0.02)
-    raise AssertionError("prediction did not finish")
+            body = response.json()
+            return body if body["status"] in ("succeeded", "failed", "canceled") else None
+
+        return await wait_for(finished, within=10, every=0.02, what="prediction finished")
 
 
 async def test_a_failure_sends_error_then_done_with_reason(sandbox_url: str, sandbox_token: str):
@@ -126,6 +128,8 @@ async def test_a_model_without_a_stream_has_no_stream_endpoint(
     assert response.status_code == 404
 
 
+# Through the whole project app, whose middleware tidies database connections.
+@pytest.mark.django_db(transaction=True)
 async def test_a_quiet_stream_sends_keepalive_comments(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ):

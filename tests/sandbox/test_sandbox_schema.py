@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from sandbox.demo_models import MODELS
 from tests.sandbox_server import ROOT
 
-SPEC = Path(__file__).parent / "fixtures" / "replicate-openapi.json"
+SPEC = Path(__file__).parent.parent / "fixtures" / "replicate-openapi.json"
 OPERATIONS = (
     r"^(account\.get|models\..+|predictions\..+|files\..+|webhooks\.default\.secret\.get"
     r"|deployments\.predictions\.create)$"
@@ -71,6 +72,7 @@ def config(seeded: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.slow
 def test_the_sandbox_conforms_to_replicate_s_openapi_description(
     sandbox_url: str, sandbox_token: str, tmp_path: Path
 ):
