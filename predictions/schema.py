@@ -360,9 +360,7 @@ def clean_input(
     """
     schema = (model.input_schema if input_schema is None else input_schema) or {}
     if not schema.get("properties"):
-        raise InvalidInput(
-            {"__all__": ["This model's input schema has not been fetched yet; ask an admin."]}
-        )
+        raise InvalidInput({"__all__": [NOT_FETCHED]})
     hidden = set(model.hidden_inputs or [])
     admin_defaults = model.default_input if isinstance(model.default_input, dict) else {}
     specs = {spec.name: spec for spec in fields_for(schema)}
@@ -370,32 +368,48 @@ def clean_input(
     for name in data:
         if name not in specs:
             shown = untrusted.scrub(name)
-            errors[shown] = [f"This model has no input called “{shown}”."]
+            errors[shown] = [unknown_input(shown)]
     cleaned: dict[str, Any] = {}
     for name, spec in specs.items():
         if name in hidden:
             if name in admin_defaults:
                 cleaned[name] = admin_defaults[name]
             continue
-        value = data.get(name, MISSING)
-        if _is_empty(value):
-            value = admin_defaults.get(name, MISSING)
-        if spec.required and (_is_empty(value) or (isinstance(value, str) and not value.strip())):
-            errors[name] = ["This field is required."]
-            continue
-        if _is_empty(value):
-            continue
         try:
-            cleaned[name] = coerce(spec, value)
+            value = clean_value(spec, data.get(name, MISSING), admin_defaults)
         except ValueError as exc:
             errors[name] = [str(exc)]
             continue
-        # Checked after coercion: JSON text can spell NUL as an escape.
-        reason = untrusted.problem(cleaned[name])
-        if reason:
-            errors[name] = [f"This value cannot be saved: {reason}."]
+        if value is not MISSING:
+            cleaned[name] = value
     if errors:
         raise InvalidInput(errors)
+    return cleaned
+
+
+NOT_FETCHED = "This model's input schema has not been fetched yet; ask an admin."
+
+
+def unknown_input(shown: str) -> str:
+    return f"This model has no input called “{shown}”."
+
+
+def clean_value(spec: Field, value: Any, admin_defaults: Mapping[str, Any]) -> Any:
+    """One input's value, coerced; MISSING when the model's own default applies.
+
+    Raises ValueError with the message to show. An empty value takes the admin's default.
+    """
+    if _is_empty(value):
+        value = admin_defaults.get(spec.name, MISSING)
+    if spec.required and (_is_empty(value) or (isinstance(value, str) and not value.strip())):
+        raise ValueError("This field is required.")
+    if _is_empty(value):
+        return MISSING
+    cleaned = coerce(spec, value)
+    # Checked after coercion: JSON text can spell NUL as an escape.
+    reason = untrusted.problem(cleaned)
+    if reason:
+        raise ValueError(f"This value cannot be saved: {reason}.")
     return cleaned
 
 

@@ -12,19 +12,15 @@ predictions/database.py). In those:
   a lazy relation touched in a template raises SynchronousOnlyOperation.
 """
 
-import base64
 import re
 import uuid
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.core.files.uploadedfile import UploadedFile
 from django.db.models import OuterRef, Q, Subquery
 from django.http import (
     FileResponse,
@@ -40,27 +36,13 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import events, executors, runner, throttles, upstream
+from . import events, executors, runner, upstream
 from .database import db
+from .forms import PredictionForm
 from .models import CatalogModel, OutputFile, Prediction, User
-from .schema import (
-    MISSING,
-    Field,
-    InvalidInput,
-    api_snippet,
-    clean_input,
-    coerce,
-    fields_for,
-    form_fields,
-)
-from .templatetags.console import OWN_FILE_URL, duration, filesize, visible_logs
+from .schema import MISSING, Field, api_snippet, coerce
+from .templatetags.console import OWN_FILE_URL, duration, visible_logs
 
-# Files up to this size go into the input as data: URIs; bigger ones through the files API.
-DATA_URI_MAX_BYTES = 256 * 1024
-# Replicate's files API takes files up to 100 MB.
-UPLOAD_MAX_BYTES = 100 * 1024 * 1024
-# Form fields that are not model inputs.
-CONTROL_FIELDS = {"csrfmiddlewaretoken", "parent", "run_version"}
 PAGE_SIZES = (10, 25, 50, 100)
 DEFAULT_PAGE_SIZE = 25
 # Output files shown inline; anything else is downloaded as opaque bytes. No SVG: it
@@ -173,25 +155,15 @@ def snippet_input(fields: list[Field]) -> dict[str, Any]:
 async def render_form(
     request: HttpRequest,
     user: User,
-    model: CatalogModel,
+    form: PredictionForm,
     *,
-    values: Mapping[str, Any] | None = None,
-    errors: Mapping[str, list[str]] | None = None,
     parent: Prediction | None = None,
-    run_version: str | None = None,
+    run_version: str,
     status: int = 200,
 ) -> HttpResponse:
-    run_version = model.run_version if run_version is None else run_version
-    input_schema = (await db(model.schema_for)(run_version))[0]
-    fields = form_fields(model, values, errors, input_schema=input_schema)
-    shown = {spec.name for spec in fields}
-    # Errors about inputs the form does not show (unknown, or general) go in the summary.
-    general = [
-        message if name == "__all__" else f"{name}: {message}"
-        for name, messages in (errors or {}).items()
-        if name not in shown
-        for message in messages
-    ]
+    model = form.model
+    fields = form.shown_fields()
+    general = form.general_errors()
     recent = await db(recent_runs)(user, model)
     context = {
         "user": user,
@@ -232,101 +204,6 @@ def recent_runs(user: User, model: CatalogModel) -> list[Prediction]:
     return recent
 
 
-@dataclass
-class PendingUpload:
-    """A file too big for a data: URI: uploaded upstream only once the input is valid."""
-
-    field: str
-    placeholder: str
-    upload: UploadedFile
-
-
-def data_uri(upload: UploadedFile) -> str:
-    content_type = upload.content_type or "application/octet-stream"
-    encoded = base64.b64encode(upload.read()).decode()
-    return f"data:{content_type};base64,{encoded}"
-
-
-def form_values(
-    fields: list[Field], post: QueryDict, files: Any
-) -> tuple[dict[str, Any], list[PendingUpload], dict[str, list[str]]]:
-    """A form post as input values (strings; clean_input coerces them), pending uploads,
-    and errors about files too big to send."""
-    specs = {spec.name: spec for spec in fields}
-    values: dict[str, Any] = {}
-    for name in post:
-        if name in CONTROL_FIELDS:
-            continue
-        spec = specs.get(name)
-        entries = post.getlist(name)
-        if spec is None:
-            values[name] = entries[-1]  # clean_input names it as unknown
-        elif spec.kind == "boolean":
-            # A hidden "false" precedes the checkbox: the last entry is the answer.
-            values[name] = entries[-1]
-        elif spec.kind == "file":
-            # The URL box, or the previous file kept as a hidden data: URI.
-            values[name] = next((e.strip() for e in reversed(entries) if e.strip()), "")
-        else:
-            # Browsers send textarea line breaks as CRLF.
-            values[name] = entries[-1].replace("\r\n", "\n")
-    pending: list[PendingUpload] = []
-    too_big: dict[str, list[str]] = defaultdict(list)
-    for name in files:
-        spec = specs.get(name)
-        uploads = [f for f in files.getlist(name) if f.name and f.size]
-        if not uploads:
-            continue
-        if spec is None or spec.kind not in {"file", "file_list"}:
-            values[name] = "(a file)"
-            continue
-        urls = []
-        for upload in uploads:
-            if upload.size > UPLOAD_MAX_BYTES:
-                # Refused before anything reads it: it stays in Django's temporary file.
-                too_big[name].append(
-                    f"“{upload.name}” is {filesize(upload.size)}; "
-                    "Replicate accepts files up to 100 MB."
-                )
-            elif upload.size <= DATA_URI_MAX_BYTES:
-                urls.append(data_uri(upload))
-            else:
-                placeholder = f"https://upload.invalid/{len(pending)}"
-                pending.append(PendingUpload(name, placeholder, upload))
-                urls.append(placeholder)
-        if not urls:
-            continue
-        if spec.kind == "file":
-            values[name] = urls[-1]
-        else:
-            typed = [line for line in str(values.get(name, "")).splitlines() if line.strip()]
-            values[name] = typed + urls
-    return values, pending, too_big
-
-
-async def upload_pending(
-    model: CatalogModel, cleaned: dict[str, Any], pending: list[PendingUpload]
-) -> None:
-    """Send the big files through the files API and put their URLs into the input."""
-    if not pending:
-        return
-    token = await db(model.resolve_token)()
-    creds = upstream.credentials_for(token)
-    for item in pending:
-        content = await sync_to_async(item.upload.read)()
-        url = await upstream.upload_file(
-            creds,
-            content,
-            item.upload.name or "upload",
-            item.upload.content_type or "application/octet-stream",
-        )
-        value = cleaned.get(item.field)
-        if isinstance(value, list):
-            cleaned[item.field] = [url if v == item.placeholder else v for v in value]
-        elif value == item.placeholder:
-            cleaned[item.field] = url
-
-
 def parent_for(user: User, raw: str | None) -> tuple[Prediction | None, str]:
     """The prediction a re-run came from, if the user may see it; else an error message."""
     if not raw:
@@ -347,68 +224,45 @@ async def model_page(request: HttpRequest, owner: str, name: str) -> HttpRespons
     assert user.is_authenticated  # LoginRequiredMiddleware let the request in
     model = await db(runnable_model)(user, owner=owner, name=name)
     if request.method != "POST":
-        return await render_form(request, user, model)
+        input_schema = (await db(model.schema_for)(model.run_version))[0]
+        form = PredictionForm(model, input_schema)
+        return await render_form(request, user, form, run_version=model.run_version)
 
     parent, parent_error = await db(parent_for)(user, request.POST.get("parent"))
     run_version = request.POST.get("run_version", model.run_version)
     allowed = {model.run_version} | ({parent.version} if parent and parent.version else set())
-    errors: dict[str, list[str]] = defaultdict(list)
+    version_error = ""
     if run_version not in allowed:
-        errors["__all__"].append("Choose the version of the run you re-run, or the current one.")
+        version_error = "Choose the version of the run you re-run, or the current one."
         run_version = model.run_version
     input_schema = (await db(model.schema_for)(run_version))[0]
-    fields = fields_for(input_schema, model.hidden_inputs or [])
-    values, pending, too_big = form_values(fields, request.POST, request.FILES)
-    errors.update({name: list(messages) for name, messages in too_big.items()})
-    if parent_error:
-        errors["__all__"].append(parent_error)
-    try:
-        cleaned = clean_input(model, values, input_schema=input_schema)
-    except InvalidInput as exc:
-        for field_name, messages in exc.errors.items():
-            if field_name not in too_big:  # "required" would only repeat it
-                errors[field_name].extend(messages)
-    # Counted only for a run that would start: a typo costs no attempt.
-    refused = None if errors else await throttles.check_submit(user)
-    if refused is not None:
-        errors["__all__"].append(refused.message)
-    if errors:
-        for item in pending:
-            # Big files are not kept between attempts (they never left this request).
-            values[item.field] = ""
-            errors[item.field].append(f"Choose “{item.upload.name}” again.")
+    form = PredictionForm(model, input_schema, request.POST, request.FILES)
+    form.is_valid()
+    for message in (version_error, parent_error):
+        if message:
+            form.add_error(None, message)
+    refused = await form.acheck_throttle(user)
+    if form.errors:
+        form.forget_pending()
+        status = 400 if refused is None else 429
         response = await render_form(
-            request,
-            user,
-            model,
-            values=values,
-            errors=errors,
-            parent=parent,
-            run_version=run_version,
-            status=400 if refused is None else 429,
+            request, user, form, parent=parent, run_version=run_version, status=status
         )
         if refused is not None:
             response["Retry-After"] = str(refused.retry_after)
         return response
     try:
-        await upload_pending(model, cleaned, pending)
+        await form.aupload_pending()
     except upstream.UpstreamError as exc:
-        errors["__all__"].append(f"Could not upload your file: {exc}")
+        form.add_error(None, f"Could not upload your file: {exc}")
         return await render_form(
-            request,
-            user,
-            model,
-            values=values,
-            errors=errors,
-            parent=parent,
-            run_version=run_version,
-            status=502,
+            request, user, form, parent=parent, run_version=run_version, status=502
         )
 
     prediction = await executors.start_prediction(
         owner=user,
         model=model,
-        input=cleaned,
+        input=form.cleaned_input,
         source=Prediction.Source.WEB,
         parent=parent,
         version=run_version,
@@ -427,9 +281,9 @@ async def prediction_rerun(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     version = parent.version if parent.version else model.run_version
     if request.GET.get("version") == "current":
         version = model.run_version
-    return await render_form(
-        request, user, model, values=parent.input, parent=parent, run_version=version
-    )
+    input_schema = (await db(model.schema_for)(version))[0]
+    form = PredictionForm(model, input_schema, initial=parent.input)
+    return await render_form(request, user, form, parent=parent, run_version=version)
 
 
 # ---------------------------------------------------------------------------- live page
