@@ -12,8 +12,10 @@ go through Replicate's files API only once the input is valid (`aupload_pending`
 """
 
 import base64
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -24,7 +26,7 @@ from django.http import QueryDict
 
 from . import schema, throttles, untrusted, upstream
 from .database import db
-from .models import CatalogModel, User
+from .models import CatalogModel, Prediction, PredictionQuerySet, User
 from .schema import MISSING, Field
 from .templatetags.console import filesize
 
@@ -32,6 +34,8 @@ from .templatetags.console import filesize
 DATA_URI_MAX_BYTES = 256 * 1024
 # Replicate's files API takes files up to 100 MB.
 UPLOAD_MAX_BYTES = 100 * 1024 * 1024
+PAGE_SIZES = (10, 25, 50, 100)
+DEFAULT_PAGE_SIZE = 25
 # Form fields that are not model inputs.
 CONTROL_FIELDS = {"csrfmiddlewaretoken", "parent", "run_version"}
 
@@ -268,3 +272,91 @@ class PredictionForm(forms.Form):
             if name not in shown
             for message in messages
         ]
+
+
+# ---------------------------------------------------------------------------- history
+
+
+class LenientDate(forms.Field):
+    """An ISO date; anything else is no date (a filter that does not parse is ignored)."""
+
+    def to_python(self, value: Any) -> date | None:
+        try:
+            return date.fromisoformat(value) if value else None
+        except (ValueError, TypeError):
+            return None
+
+
+class Stripped(forms.Field):
+    def __init__(self, *, max_length: int | None = None) -> None:
+        super().__init__(required=False)
+        self.max_length = max_length
+
+    def to_python(self, value: Any) -> str:
+        return str(value or "").strip()[: self.max_length]
+
+
+@dataclass
+class HistoryFilters:
+    """The history's filters as the page shows them."""
+
+    model: str = ""
+    status: str = ""
+    owner: str = ""
+    q: str = ""
+    since: date | None = None
+    until: date | None = None
+    per_page: int = DEFAULT_PAGE_SIZE
+
+    @property
+    def active(self) -> bool:
+        return bool(self.model or self.status or self.owner or self.q or self.since or self.until)
+
+
+class HistoryFilterForm(forms.Form):
+    """The history page's query string. A value that does not parse is ignored, not an
+    error: a hand-edited link still lists something."""
+
+    q = Stripped(max_length=200)
+    model = Stripped()
+    status = forms.ChoiceField(choices=Prediction.Status.choices, required=False)
+    owner = Stripped()
+    since = LenientDate(required=False)
+    until = LenientDate(required=False)
+    per_page = forms.TypedChoiceField(
+        choices=[(str(size), str(size)) for size in PAGE_SIZES], coerce=int, required=False
+    )
+
+    def __init__(self, data: QueryDict, user: User) -> None:
+        super().__init__(data)
+        if not user.is_staff:
+            del self.fields["owner"]  # members see their own and what is shared with them
+
+    @property
+    def filters(self) -> HistoryFilters:
+        self.is_valid()
+        values = self.cleaned_data
+        return HistoryFilters(
+            model=values.get("model", ""),
+            status=values.get("status", ""),
+            owner=values.get("owner", ""),
+            q=values.get("q", ""),
+            since=values.get("since"),
+            until=values.get("until"),
+            per_page=values.get("per_page") or DEFAULT_PAGE_SIZE,
+        )
+
+    def history(self, qs: PredictionQuerySet, models: list[CatalogModel]) -> PredictionQuerySet:
+        """`qs` (what the user may see) narrowed to the filters; `models` are the listed ones."""
+        filters = self.filters
+        # A user id: ASCII digits ("²".isdigit() is true), within a bigint.
+        owner_id = int(filters.owner) if re.fullmatch(r"[0-9]{1,18}", filters.owner) else None
+        return qs.filtered_history(
+            model=next((m for m in models if m.ref == filters.model), None),
+            model_ref=filters.model,
+            status=filters.status,
+            owner_id=owner_id,
+            since=filters.since,
+            until=filters.until,
+            text=filters.q,
+        )

@@ -15,13 +15,11 @@ predictions/database.py). In those:
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import OuterRef, Subquery
 from django.http import (
     FileResponse,
     Http404,
@@ -29,22 +27,18 @@ from django.http import (
     HttpResponse,
     HttpResponseRedirect,
     JsonResponse,
-    QueryDict,
 )
 from django.shortcuts import render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import events, executors, runner, upstream
 from .database import db
-from .forms import PredictionForm
-from .models import CatalogModel, OutputFile, Prediction, User
+from .forms import PAGE_SIZES, HistoryFilterForm, PredictionForm
+from .models import CatalogModel, OutputFile, Prediction, User, decode_cursor, encode_cursor
 from .schema import MISSING, Field, api_snippet, coerce
 from .templatetags.console import OWN_FILE_URL, duration, visible_logs
 
-PAGE_SIZES = (10, 25, 50, 100)
-DEFAULT_PAGE_SIZE = 25
 # Output files shown inline; anything else is downloaded as opaque bytes. No SVG: it
 # can carry script.
 INLINE_TYPES = {
@@ -542,102 +536,6 @@ def output_file(request: HttpRequest, pk: uuid.UUID, position: int) -> FileRespo
 # ---------------------------------------------------------------------------- history
 
 
-@dataclass
-class HistoryFilters:
-    model: str = ""
-    status: str = ""
-    owner: str = ""
-    q: str = ""
-    since: date | None = None
-    until: date | None = None
-    per_page: int = DEFAULT_PAGE_SIZE
-
-    @property
-    def active(self) -> bool:
-        return bool(self.model or self.status or self.owner or self.q or self.since or self.until)
-
-
-def parse_date(raw: str | None) -> date | None:
-    try:
-        return date.fromisoformat(raw) if raw else None
-    except ValueError:
-        return None
-
-
-def parse_filters(params: QueryDict, user: User) -> HistoryFilters:
-    status = params.get("status", "")
-    return HistoryFilters(
-        model=params.get("model", "").strip(),
-        status=status if status in Prediction.Status.values else "",
-        owner=params.get("owner", "").strip() if user.is_staff else "",
-        q=params.get("q", "").strip()[:200],
-        since=parse_date(params.get("since")),
-        until=parse_date(params.get("until")),
-        per_page=next(
-            (size for size in PAGE_SIZES if str(size) == params.get("per_page")),
-            DEFAULT_PAGE_SIZE,
-        ),
-    )
-
-
-def encode_cursor(p: Prediction) -> str:
-    micros = int(p.created_at.timestamp() * 1_000_000)
-    return f"{micros}.{p.pk.hex}"
-
-
-def decode_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
-    if not raw:
-        return None
-    try:
-        micros, hex_id = raw.split(".", 1)
-        when = datetime.fromtimestamp(int(micros) / 1_000_000, tz=UTC)
-        return when, uuid.UUID(hex_id)
-    except (ValueError, OverflowError, OSError):
-        return None
-
-
-def day_start(day: date) -> datetime:
-    return timezone.make_aware(datetime.combine(day, time.min))
-
-
-def filtered_history(user: User, filters: HistoryFilters, models: list[CatalogModel]) -> Any:
-    qs = Prediction.objects.visible_to(user)
-    if filters.model:
-        match = next((m for m in models if m.ref == filters.model), None)
-        # The foreign key has an index with created_at; model_ref covers removed models.
-        qs = qs.filter(model_id=match.pk) if match else qs.filter(model_ref=filters.model)
-    if filters.status:
-        qs = qs.filter(status=filters.status)
-    # A user id: ASCII digits ("²".isdigit() is true), within a bigint.
-    if re.fullmatch(r"[0-9]{1,18}", filters.owner):
-        qs = qs.filter(owner_id=int(filters.owner))
-    if filters.since:
-        qs = qs.filter(created_at__gte=day_start(filters.since))
-    # The last day of the calendar has no day after it: "until then" is no bound at all.
-    if filters.until and filters.until < date.max:
-        qs = qs.filter(created_at__lt=day_start(filters.until + timedelta(days=1)))
-    if filters.q:
-        qs = qs.filter(input_text__icontains=filters.q)
-    # Only what a row shows: output, logs and text can be large.
-    return qs.select_related("owner").only(
-        "id",
-        "model_ref",
-        "version",
-        "status",
-        "input_text",
-        "input",
-        "hidden_inputs",
-        "created_at",
-        "started_at",
-        "completed_at",
-        "cancel_requested_at",
-        "source",
-        "error",
-        "owner__id",
-        "owner__username",
-    )
-
-
 def summary_of(p: Prediction) -> str:
     """What a row shows of the input: the prompt if there is one, else its short values."""
     values = p.public_input
@@ -669,11 +567,11 @@ def decorate_rows(rows: list[Prediction]) -> list[Prediction]:
 @require_GET
 def history(request: HttpRequest) -> HttpResponse:
     user = request.user
-    filters = parse_filters(request.GET, user)
+    form = HistoryFilterForm(request.GET, user)
     # Members see only the models they may run: the others' names are not theirs to know.
     listed = CatalogModel.objects.all() if user.is_staff else CatalogModel.objects.runnable_by(user)
     models = list(listed.only("id", "owner", "name", "title"))
-    qs = filtered_history(user, filters, models)
+    qs = form.history(Prediction.objects.visible_to(user), models)
 
     # One row, for the live page: the feed says a prediction changed, the row is re-drawn.
     row_id = request.GET.get("row")
@@ -689,25 +587,9 @@ def history(request: HttpRequest) -> HttpResponse:
             request, "predictions/history.html#row", {"user": user, "p": decorate_rows([row])[0]}
         )
 
-    # Keyset pagination: constant time at any depth, unlike OFFSET.
-    size = filters.per_page
-    before = decode_cursor(request.GET.get("before"))
-    after = decode_cursor(request.GET.get("after"))
-    if after:
-        when, pk = after
-        page_qs = qs.filter(Q(created_at__gt=when) | Q(created_at=when, pk__gt=pk))
-        rows = list(page_qs.order_by("created_at", "pk")[: size + 1])
-        has_newer = len(rows) > size
-        rows = list(reversed(rows[:size]))
-        has_older = True
-    else:
-        if before:
-            when, pk = before
-            qs = qs.filter(Q(created_at__lt=when) | Q(created_at=when, pk__lt=pk))
-        rows = list(qs.order_by("-created_at", "-pk")[: size + 1])
-        has_older = len(rows) > size
-        rows = rows[:size]
-        has_newer = before is not None
+    filters = form.filters
+    before, after = request.GET.get("before"), request.GET.get("after")
+    rows, has_newer, has_older = qs.page(filters.per_page, before=before, after=after)
     rows = decorate_rows(rows)
 
     params = request.GET.copy()
@@ -739,7 +621,7 @@ def history(request: HttpRequest) -> HttpResponse:
             "feed": "/ws/predictions/",
             # New rows are only added at the top of the first page; the server applies
             # the filters to each one.
-            "insert": not (before or after),
+            "insert": not (decode_cursor(before) or decode_cursor(after)),
             "row_url": "?" + (params.urlencode() + "&" if params else "") + "row=",
         },
     }
