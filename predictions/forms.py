@@ -192,6 +192,8 @@ class PredictionForm(forms.Form):
         if not self.schema_fetched:
             raise ValidationError(schema.NOT_FETCHED)
         self.cleaned_input = {}
+        if self.errors:  # the field errors so far: the input is whole only once all pass
+            return cleaned_data
         for spec in self.all_specs:
             if spec.name in self.hidden:
                 if spec.name in self.admin_defaults:

@@ -1,12 +1,13 @@
-"""Forms from Cog input schemas, and validation of inputs against the cached schema.
+"""Cog input schemas: fields, and the rules each input's value must meet.
 
 A catalogue model caches its version's `Input` schema (Cog's OpenAPI dialect). This module
-turns it into an ordered list of `Field`s for the form, and `clean_input` checks a user's
-input against it before anything is created here or upstream. Both the web form and the
-websocket `submit` message go through `clean_input`, so the rules live in one place.
+turns it into an ordered list of `Field`s, and `clean_value` checks one value against its
+field (type, range, choices, pattern, then untrusted.py's checks). `forms.PredictionForm`
+runs it for the web form and the websocket `submit` alike; `clean_input` runs the same
+rules over a whole input, as a plain function.
 
-Form posts carry strings; websocket messages carry JSON values. `clean_input` accepts both
-and coerces per schema type.
+Form posts carry strings; websocket messages carry JSON values. Both are accepted and
+coerced per schema type.
 """
 
 import json
@@ -315,31 +316,6 @@ def fields_for(schema: Mapping[str, Any] | None, hidden: Iterable[str] = ()) -> 
         )
     result.sort(key=lambda f: f.order)
     return result
-
-
-def form_fields(
-    model: "CatalogModel",
-    values: Mapping[str, Any] | None = None,
-    errors: Mapping[str, list[str]] | None = None,
-    input_schema: Mapping[str, Any] | None = None,
-) -> list[Field]:
-    """Fields for the model's form, each with the value to show and its errors.
-
-    The value is, in order: what was submitted (or the re-run prediction's input), the
-    admin's default, the schema's default.
-    """
-    admin_defaults = model.default_input if isinstance(model.default_input, dict) else {}
-    schema = model.input_schema if input_schema is None else input_schema
-    fields = fields_for(schema, model.hidden_inputs or [])
-    for spec in fields:
-        if values is not None and spec.name in values:
-            spec.value = values[spec.name]
-        elif spec.name in admin_defaults:
-            spec.value = admin_defaults[spec.name]
-        else:
-            spec.value = spec.default
-        spec.errors = list((errors or {}).get(spec.name, []))
-    return fields
 
 
 def _is_empty(value: Any) -> bool:
