@@ -127,8 +127,7 @@ def main() -> None:
     from django.core.management import call_command
     from django.test import Client
 
-    from predictions.models import Prediction
-    from predictions.views import encode_cursor
+    from predictions.models import Prediction, encode_cursor
 
     call_command("migrate", verbosity=0)
     fill(args.rows)

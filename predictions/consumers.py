@@ -33,8 +33,9 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 from django.conf import settings
 from django.urls import reverse
 
-from . import events, executors, metrics, schema, throttles, untrusted
+from . import events, executors, metrics, untrusted
 from .database import db, session_user
+from .forms import PredictionForm
 from .models import NAME_PATTERN, CatalogModel, Prediction
 
 logger = logging.getLogger(__name__)
@@ -343,19 +344,18 @@ class FeedConsumer(JsonMessagesConsumer):
         if parent is not None and parent.model_id == model.pk and parent.version:
             version = parent.version
         input_schema = (await db(model.schema_for)(version))[0]
-        try:
-            cleaned = schema.clean_input(model, data, input_schema=input_schema)
-        except schema.InvalidInput as exc:
-            await self.error("The input is not valid.", exc.errors)
+        form = PredictionForm(model, input_schema, data)
+        if not form.is_valid():
+            await self.error("The input is not valid.", form.input_errors())
             return
-        refused = await throttles.check_submit(self.user)
+        refused = await form.acheck_throttle(self.user)
         if refused is not None:
             await self.send_error(refused.message, {}, retry_after=refused.retry_after)
             return
         prediction = await executors.start_prediction(
             owner=self.user,
             model=model,
-            input=cleaned,
+            input=form.cleaned_input,
             source=Prediction.Source.WEBSOCKET,
             parent=parent,
             version=version,

@@ -1,6 +1,6 @@
 import re
 import uuid
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeAlias
 
 from django.conf import settings
@@ -270,6 +270,93 @@ class PredictionQuerySet(models.QuerySet):
     def stale(self, age: timedelta) -> "PredictionQuerySet":
         """Active predictions nobody has touched for `age`: their runner probably died."""
         return self.active().filter(updated_at__lt=timezone.now() - age)
+
+    def filtered_history(
+        self,
+        *,
+        model: "CatalogModel | None" = None,
+        model_ref: str = "",
+        status: str = "",
+        owner_id: int | None = None,
+        since: date | None = None,
+        until: date | None = None,
+        text: str = "",
+    ) -> "PredictionQuerySet":
+        """The history's rows matching its filters, with only what a row shows."""
+        qs = self
+        if model is not None:
+            # The foreign key has an index with created_at.
+            qs = qs.filter(model_id=model.pk)
+        elif model_ref:
+            qs = qs.filter(model_ref=model_ref)  # a model removed from the catalogue
+        if status:
+            qs = qs.filter(status=status)
+        if owner_id is not None:
+            qs = qs.filter(owner_id=owner_id)
+        if since:
+            qs = qs.filter(created_at__gte=_day_start(since))
+        # The last day of the calendar has no day after it: "until then" is no bound at all.
+        if until and until < date.max:
+            qs = qs.filter(created_at__lt=_day_start(until + timedelta(days=1)))
+        if text:
+            qs = qs.filter(input_text__icontains=text)
+        # Only what a row shows: output, logs and text can be large.
+        return qs.select_related("owner").only(
+            "id",
+            "model_ref",
+            "version",
+            "status",
+            "input_text",
+            "input",
+            "hidden_inputs",
+            "created_at",
+            "started_at",
+            "completed_at",
+            "cancel_requested_at",
+            "source",
+            "error",
+            "owner__id",
+            "owner__username",
+        )
+
+    def page(
+        self, size: int, before: str | None = None, after: str | None = None
+    ) -> tuple[list["Prediction"], bool, bool]:
+        """Keyset pagination, newest first: (rows, has_newer, has_older). Constant time at
+        any depth, unlike OFFSET. `before`/`after` are cursors (`encode_cursor`)."""
+        older_than = decode_cursor(before)
+        newer_than = decode_cursor(after)
+        if newer_than:
+            when, pk = newer_than
+            qs = self.filter(Q(created_at__gt=when) | Q(created_at=when, pk__gt=pk))
+            rows = list(qs.order_by("created_at", "pk")[: size + 1])
+            return list(reversed(rows[:size])), len(rows) > size, True
+        qs = self
+        if older_than:
+            when, pk = older_than
+            qs = qs.filter(Q(created_at__lt=when) | Q(created_at=when, pk__lt=pk))
+        rows = list(qs.order_by("-created_at", "-pk")[: size + 1])
+        return rows[:size], older_than is not None, len(rows) > size
+
+
+def _day_start(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+def encode_cursor(p: "Prediction") -> str:
+    micros = int(p.created_at.timestamp() * 1_000_000)
+    return f"{micros}.{p.pk.hex}"
+
+
+def decode_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
+    if not raw:
+        return None
+    try:
+        micros, hex_id = raw.split(".", 1)
+        when = datetime.fromtimestamp(int(micros) / 1_000_000, tz=UTC)
+        return when, uuid.UUID(hex_id)
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 class Prediction(models.Model):

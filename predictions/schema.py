@@ -1,12 +1,13 @@
-"""Forms from Cog input schemas, and validation of inputs against the cached schema.
+"""Cog input schemas: fields, and the rules each input's value must meet.
 
 A catalogue model caches its version's `Input` schema (Cog's OpenAPI dialect). This module
-turns it into an ordered list of `Field`s for the form, and `clean_input` checks a user's
-input against it before anything is created here or upstream. Both the web form and the
-websocket `submit` message go through `clean_input`, so the rules live in one place.
+turns it into an ordered list of `Field`s, and `clean_value` checks one value against its
+field (type, range, choices, pattern, then untrusted.py's checks). `forms.PredictionForm`
+runs it for the web form and the websocket `submit` alike; `clean_input` runs the same
+rules over a whole input, as a plain function.
 
-Form posts carry strings; websocket messages carry JSON values. `clean_input` accepts both
-and coerces per schema type.
+Form posts carry strings; websocket messages carry JSON values. Both are accepted and
+coerced per schema type.
 """
 
 import json
@@ -317,31 +318,6 @@ def fields_for(schema: Mapping[str, Any] | None, hidden: Iterable[str] = ()) -> 
     return result
 
 
-def form_fields(
-    model: "CatalogModel",
-    values: Mapping[str, Any] | None = None,
-    errors: Mapping[str, list[str]] | None = None,
-    input_schema: Mapping[str, Any] | None = None,
-) -> list[Field]:
-    """Fields for the model's form, each with the value to show and its errors.
-
-    The value is, in order: what was submitted (or the re-run prediction's input), the
-    admin's default, the schema's default.
-    """
-    admin_defaults = model.default_input if isinstance(model.default_input, dict) else {}
-    schema = model.input_schema if input_schema is None else input_schema
-    fields = fields_for(schema, model.hidden_inputs or [])
-    for spec in fields:
-        if values is not None and spec.name in values:
-            spec.value = values[spec.name]
-        elif spec.name in admin_defaults:
-            spec.value = admin_defaults[spec.name]
-        else:
-            spec.value = spec.default
-        spec.errors = list((errors or {}).get(spec.name, []))
-    return fields
-
-
 def _is_empty(value: Any) -> bool:
     return value is MISSING or value is None or value == "" or value == []
 
@@ -360,9 +336,7 @@ def clean_input(
     """
     schema = (model.input_schema if input_schema is None else input_schema) or {}
     if not schema.get("properties"):
-        raise InvalidInput(
-            {"__all__": ["This model's input schema has not been fetched yet; ask an admin."]}
-        )
+        raise InvalidInput({"__all__": [NOT_FETCHED]})
     hidden = set(model.hidden_inputs or [])
     admin_defaults = model.default_input if isinstance(model.default_input, dict) else {}
     specs = {spec.name: spec for spec in fields_for(schema)}
@@ -370,32 +344,48 @@ def clean_input(
     for name in data:
         if name not in specs:
             shown = untrusted.scrub(name)
-            errors[shown] = [f"This model has no input called “{shown}”."]
+            errors[shown] = [unknown_input(shown)]
     cleaned: dict[str, Any] = {}
     for name, spec in specs.items():
         if name in hidden:
             if name in admin_defaults:
                 cleaned[name] = admin_defaults[name]
             continue
-        value = data.get(name, MISSING)
-        if _is_empty(value):
-            value = admin_defaults.get(name, MISSING)
-        if spec.required and (_is_empty(value) or (isinstance(value, str) and not value.strip())):
-            errors[name] = ["This field is required."]
-            continue
-        if _is_empty(value):
-            continue
         try:
-            cleaned[name] = coerce(spec, value)
+            value = clean_value(spec, data.get(name, MISSING), admin_defaults)
         except ValueError as exc:
             errors[name] = [str(exc)]
             continue
-        # Checked after coercion: JSON text can spell NUL as an escape.
-        reason = untrusted.problem(cleaned[name])
-        if reason:
-            errors[name] = [f"This value cannot be saved: {reason}."]
+        if value is not MISSING:
+            cleaned[name] = value
     if errors:
         raise InvalidInput(errors)
+    return cleaned
+
+
+NOT_FETCHED = "This model's input schema has not been fetched yet; ask an admin."
+
+
+def unknown_input(shown: str) -> str:
+    return f"This model has no input called “{shown}”."
+
+
+def clean_value(spec: Field, value: Any, admin_defaults: Mapping[str, Any]) -> Any:
+    """One input's value, coerced; MISSING when the model's own default applies.
+
+    Raises ValueError with the message to show. An empty value takes the admin's default.
+    """
+    if _is_empty(value):
+        value = admin_defaults.get(spec.name, MISSING)
+    if spec.required and (_is_empty(value) or (isinstance(value, str) and not value.strip())):
+        raise ValueError("This field is required.")
+    if _is_empty(value):
+        return MISSING
+    cleaned = coerce(spec, value)
+    # Checked after coercion: JSON text can spell NUL as an escape.
+    reason = untrusted.problem(cleaned)
+    if reason:
+        raise ValueError(f"This value cannot be saved: {reason}.")
     return cleaned
 
 

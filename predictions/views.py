@@ -12,20 +12,12 @@ predictions/database.py). In those:
   a lazy relation touched in a template raises SynchronousOnlyOperation.
 """
 
-import base64
-import re
 import uuid
-from collections import defaultdict
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.core.files.uploadedfile import UploadedFile
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import OuterRef, Subquery
 from django.http import (
     FileResponse,
     Http404,
@@ -33,64 +25,31 @@ from django.http import (
     HttpResponse,
     HttpResponseRedirect,
     JsonResponse,
-    QueryDict,
 )
 from django.shortcuts import render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import events, executors, runner, throttles, upstream
+from . import executors, runner, upstream
 from .database import db
-from .models import CatalogModel, OutputFile, Prediction, User
-from .schema import (
-    MISSING,
-    Field,
-    InvalidInput,
-    api_snippet,
-    clean_input,
-    coerce,
-    fields_for,
-    form_fields,
+from .forms import PAGE_SIZES, HistoryFilterForm, PredictionForm
+from .models import CatalogModel, OutputFile, Prediction, User, decode_cursor, encode_cursor
+from .presenters import (
+    INLINE_TYPES,
+    decorate_rows,
+    extra_metrics,
+    file_entry,
+    input_rows,
+    media_kind,
+    progress_of,
+    snippet_input,
+    structured_output,
+    summary_of,
+    text_of,
+    timeline,
 )
-from .templatetags.console import OWN_FILE_URL, duration, filesize, visible_logs
-
-# Files up to this size go into the input as data: URIs; bigger ones through the files API.
-DATA_URI_MAX_BYTES = 256 * 1024
-# Replicate's files API takes files up to 100 MB.
-UPLOAD_MAX_BYTES = 100 * 1024 * 1024
-# Form fields that are not model inputs.
-CONTROL_FIELDS = {"csrfmiddlewaretoken", "parent", "run_version"}
-PAGE_SIZES = (10, 25, 50, 100)
-DEFAULT_PAGE_SIZE = 25
-# Output files shown inline; anything else is downloaded as opaque bytes. No SVG: it
-# can carry script.
-INLINE_TYPES = {
-    "image/png",
-    "image/jpeg",
-    "image/gif",
-    "image/webp",
-    "image/avif",
-    "audio/mpeg",
-    "audio/mp4",
-    "audio/aac",
-    "audio/wav",
-    "audio/x-wav",
-    "audio/wave",
-    "audio/ogg",
-    "audio/flac",
-    "audio/webm",
-    "video/mp4",
-    "video/webm",
-    "video/ogg",
-    "video/quicktime",
-}
-
-
-def media_kind(content_type: str) -> str:
-    """image, audio or video for the types shown (and served) inline; "file" otherwise."""
-    main = content_type.split(";", 1)[0].strip().lower()
-    return main.split("/", 1)[0] if main in INLINE_TYPES else "file"
+from .schema import api_snippet
+from .templatetags.console import visible_logs
 
 
 def see_other(url: str) -> HttpResponseRedirect:
@@ -152,46 +111,18 @@ def runnable_model(user: User, **lookup: Any) -> CatalogModel:
     return model
 
 
-def snippet_input(fields: list[Field]) -> dict[str, Any]:
-    """The form's values as a program would send them, minus the model's own defaults
-    (upstream applies those anyway, and a short snippet reads better). Mirrored in form.js.
-    """
-    values = {}
-    for spec in fields:
-        if spec.value is MISSING or spec.value is None or spec.value == "":
-            continue
-        try:
-            value = coerce(spec, spec.value)
-        except (ValueError, TypeError):
-            continue
-        if spec.has_default and value == spec.default:
-            continue
-        values[spec.name] = value
-    return values
-
-
 async def render_form(
     request: HttpRequest,
     user: User,
-    model: CatalogModel,
+    form: PredictionForm,
     *,
-    values: Mapping[str, Any] | None = None,
-    errors: Mapping[str, list[str]] | None = None,
     parent: Prediction | None = None,
-    run_version: str | None = None,
+    run_version: str,
     status: int = 200,
 ) -> HttpResponse:
-    run_version = model.run_version if run_version is None else run_version
-    input_schema = (await db(model.schema_for)(run_version))[0]
-    fields = form_fields(model, values, errors, input_schema=input_schema)
-    shown = {spec.name for spec in fields}
-    # Errors about inputs the form does not show (unknown, or general) go in the summary.
-    general = [
-        message if name == "__all__" else f"{name}: {message}"
-        for name, messages in (errors or {}).items()
-        if name not in shown
-        for message in messages
-    ]
+    model = form.model
+    fields = form.shown_fields()
+    general = form.general_errors()
     recent = await db(recent_runs)(user, model)
     context = {
         "user": user,
@@ -232,101 +163,6 @@ def recent_runs(user: User, model: CatalogModel) -> list[Prediction]:
     return recent
 
 
-@dataclass
-class PendingUpload:
-    """A file too big for a data: URI: uploaded upstream only once the input is valid."""
-
-    field: str
-    placeholder: str
-    upload: UploadedFile
-
-
-def data_uri(upload: UploadedFile) -> str:
-    content_type = upload.content_type or "application/octet-stream"
-    encoded = base64.b64encode(upload.read()).decode()
-    return f"data:{content_type};base64,{encoded}"
-
-
-def form_values(
-    fields: list[Field], post: QueryDict, files: Any
-) -> tuple[dict[str, Any], list[PendingUpload], dict[str, list[str]]]:
-    """A form post as input values (strings; clean_input coerces them), pending uploads,
-    and errors about files too big to send."""
-    specs = {spec.name: spec for spec in fields}
-    values: dict[str, Any] = {}
-    for name in post:
-        if name in CONTROL_FIELDS:
-            continue
-        spec = specs.get(name)
-        entries = post.getlist(name)
-        if spec is None:
-            values[name] = entries[-1]  # clean_input names it as unknown
-        elif spec.kind == "boolean":
-            # A hidden "false" precedes the checkbox: the last entry is the answer.
-            values[name] = entries[-1]
-        elif spec.kind == "file":
-            # The URL box, or the previous file kept as a hidden data: URI.
-            values[name] = next((e.strip() for e in reversed(entries) if e.strip()), "")
-        else:
-            # Browsers send textarea line breaks as CRLF.
-            values[name] = entries[-1].replace("\r\n", "\n")
-    pending: list[PendingUpload] = []
-    too_big: dict[str, list[str]] = defaultdict(list)
-    for name in files:
-        spec = specs.get(name)
-        uploads = [f for f in files.getlist(name) if f.name and f.size]
-        if not uploads:
-            continue
-        if spec is None or spec.kind not in {"file", "file_list"}:
-            values[name] = "(a file)"
-            continue
-        urls = []
-        for upload in uploads:
-            if upload.size > UPLOAD_MAX_BYTES:
-                # Refused before anything reads it: it stays in Django's temporary file.
-                too_big[name].append(
-                    f"“{upload.name}” is {filesize(upload.size)}; "
-                    "Replicate accepts files up to 100 MB."
-                )
-            elif upload.size <= DATA_URI_MAX_BYTES:
-                urls.append(data_uri(upload))
-            else:
-                placeholder = f"https://upload.invalid/{len(pending)}"
-                pending.append(PendingUpload(name, placeholder, upload))
-                urls.append(placeholder)
-        if not urls:
-            continue
-        if spec.kind == "file":
-            values[name] = urls[-1]
-        else:
-            typed = [line for line in str(values.get(name, "")).splitlines() if line.strip()]
-            values[name] = typed + urls
-    return values, pending, too_big
-
-
-async def upload_pending(
-    model: CatalogModel, cleaned: dict[str, Any], pending: list[PendingUpload]
-) -> None:
-    """Send the big files through the files API and put their URLs into the input."""
-    if not pending:
-        return
-    token = await db(model.resolve_token)()
-    creds = upstream.credentials_for(token)
-    for item in pending:
-        content = await sync_to_async(item.upload.read)()
-        url = await upstream.upload_file(
-            creds,
-            content,
-            item.upload.name or "upload",
-            item.upload.content_type or "application/octet-stream",
-        )
-        value = cleaned.get(item.field)
-        if isinstance(value, list):
-            cleaned[item.field] = [url if v == item.placeholder else v for v in value]
-        elif value == item.placeholder:
-            cleaned[item.field] = url
-
-
 def parent_for(user: User, raw: str | None) -> tuple[Prediction | None, str]:
     """The prediction a re-run came from, if the user may see it; else an error message."""
     if not raw:
@@ -347,68 +183,45 @@ async def model_page(request: HttpRequest, owner: str, name: str) -> HttpRespons
     assert user.is_authenticated  # LoginRequiredMiddleware let the request in
     model = await db(runnable_model)(user, owner=owner, name=name)
     if request.method != "POST":
-        return await render_form(request, user, model)
+        input_schema = (await db(model.schema_for)(model.run_version))[0]
+        form = PredictionForm(model, input_schema)
+        return await render_form(request, user, form, run_version=model.run_version)
 
     parent, parent_error = await db(parent_for)(user, request.POST.get("parent"))
     run_version = request.POST.get("run_version", model.run_version)
     allowed = {model.run_version} | ({parent.version} if parent and parent.version else set())
-    errors: dict[str, list[str]] = defaultdict(list)
+    version_error = ""
     if run_version not in allowed:
-        errors["__all__"].append("Choose the version of the run you re-run, or the current one.")
+        version_error = "Choose the version of the run you re-run, or the current one."
         run_version = model.run_version
     input_schema = (await db(model.schema_for)(run_version))[0]
-    fields = fields_for(input_schema, model.hidden_inputs or [])
-    values, pending, too_big = form_values(fields, request.POST, request.FILES)
-    errors.update({name: list(messages) for name, messages in too_big.items()})
-    if parent_error:
-        errors["__all__"].append(parent_error)
-    try:
-        cleaned = clean_input(model, values, input_schema=input_schema)
-    except InvalidInput as exc:
-        for field_name, messages in exc.errors.items():
-            if field_name not in too_big:  # "required" would only repeat it
-                errors[field_name].extend(messages)
-    # Counted only for a run that would start: a typo costs no attempt.
-    refused = None if errors else await throttles.check_submit(user)
-    if refused is not None:
-        errors["__all__"].append(refused.message)
-    if errors:
-        for item in pending:
-            # Big files are not kept between attempts (they never left this request).
-            values[item.field] = ""
-            errors[item.field].append(f"Choose “{item.upload.name}” again.")
+    form = PredictionForm(model, input_schema, request.POST, request.FILES)
+    form.is_valid()
+    for message in (version_error, parent_error):
+        if message:
+            form.add_error(None, message)
+    refused = await form.acheck_throttle(user)
+    if form.errors:
+        form.forget_pending()
+        status = 400 if refused is None else 429
         response = await render_form(
-            request,
-            user,
-            model,
-            values=values,
-            errors=errors,
-            parent=parent,
-            run_version=run_version,
-            status=400 if refused is None else 429,
+            request, user, form, parent=parent, run_version=run_version, status=status
         )
         if refused is not None:
             response["Retry-After"] = str(refused.retry_after)
         return response
     try:
-        await upload_pending(model, cleaned, pending)
+        await form.aupload_pending()
     except upstream.UpstreamError as exc:
-        errors["__all__"].append(f"Could not upload your file: {exc}")
+        form.add_error(None, f"Could not upload your file: {exc}")
         return await render_form(
-            request,
-            user,
-            model,
-            values=values,
-            errors=errors,
-            parent=parent,
-            run_version=run_version,
-            status=502,
+            request, user, form, parent=parent, run_version=run_version, status=502
         )
 
     prediction = await executors.start_prediction(
         owner=user,
         model=model,
-        input=cleaned,
+        input=form.cleaned_input,
         source=Prediction.Source.WEB,
         parent=parent,
         version=run_version,
@@ -427,133 +240,12 @@ async def prediction_rerun(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     version = parent.version if parent.version else model.run_version
     if request.GET.get("version") == "current":
         version = model.run_version
-    return await render_form(
-        request, user, model, values=parent.input, parent=parent, run_version=version
-    )
+    input_schema = (await db(model.schema_for)(version))[0]
+    form = PredictionForm(model, input_schema, initial=parent.input)
+    return await render_form(request, user, form, parent=parent, run_version=version)
 
 
 # ---------------------------------------------------------------------------- live page
-
-
-def file_entry(prediction_id: uuid.UUID, f: OutputFile) -> dict[str, Any]:
-    """A file as the live events describe it, plus how the page shows it."""
-    entry = events.serialize_file(prediction_id, f)
-    entry["kind"] = media_kind(f.content_type)
-    entry["name"] = entry["name"] or f"output-{f.position}"
-    return entry
-
-
-def is_url(value: Any) -> bool:
-    return isinstance(value, str) and (
-        value.startswith(("http://", "https://", "data:")) or bool(OWN_FILE_URL.match(value))
-    )
-
-
-def text_of(prediction: Prediction) -> str:
-    """The prediction's text output: streamed tokens, or a plain string output."""
-    if prediction.text_output:
-        return prediction.text_output
-    output = prediction.output
-    if isinstance(output, str) and not is_url(output):
-        return output
-    if (
-        isinstance(output, list)
-        and output
-        and all(isinstance(o, str) for o in output)
-        and not any(is_url(o) for o in output)
-    ):
-        return "".join(output)
-    return ""
-
-
-def structured_output(prediction: Prediction, text: str, files: list) -> Any:
-    """Output worth showing as JSON: not the text already shown, not only file URLs."""
-    output = prediction.output
-    if output is None or text or (files and _only_urls(output)):
-        return None
-    return output
-
-
-def _only_urls(value: Any) -> bool:
-    if isinstance(value, str):
-        return is_url(value)
-    if isinstance(value, list):
-        return all(_only_urls(v) for v in value)
-    if isinstance(value, dict):
-        return all(_only_urls(v) for v in value.values())
-    return False
-
-
-def input_rows(values: Mapping[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for key, value in values.items():
-        row: dict[str, Any] = {"name": key, "value": value, "kind": "text"}
-        if isinstance(value, str) and value.startswith("data:"):
-            row["kind"] = "data"
-            row["value"] = value[5:].split(";", 1)[0] or "file"
-            row["size"] = len(value.partition(",")[2]) * 3 // 4
-        elif isinstance(value, str) and value.startswith(("http://", "https://")):
-            row["kind"] = "url"
-        elif not isinstance(value, str):
-            row["kind"] = "json"
-        rows.append(row)
-    return rows
-
-
-def progress_of(logs: str) -> dict[str, Any] | None:
-    """The last tqdm line's progress, for the first paint (live updates bring their own)."""
-    last = None
-    for match in re.finditer(r"(\d+)%\|[^|\n\r]*\|\s*(\d+)/(\d+)", logs or ""):
-        last = match
-    if not last:
-        return None
-    return {"percent": int(last.group(1)), "current": int(last.group(2)), "total": last.group(3)}
-
-
-STEPS = [("queued", "Queued"), ("starting", "Starting"), ("processing", "Processing")]
-
-
-def timeline(p: Prediction) -> list[dict[str, str]]:
-    """Queued → starting → processing → done, each done/current/pending, with durations.
-
-    static/js/live.js redraws it the same way as events arrive.
-    """
-    reached = {"queued": 0, "starting": 1, "processing": 2}.get(p.status, 3)
-    end = p.completed_at
-    waited = p.started_at - p.created_at if p.started_at else None
-    ran = (end - p.started_at) if (end and p.started_at) else None
-    durations = {
-        "queued": "",
-        "starting": duration(waited) if waited is not None else "",
-        "processing": duration(ran) if ran is not None else "",
-    }
-    steps = []
-    for index, (name, label) in enumerate(STEPS):
-        state = "done" if index < reached else "current" if index == reached else "pending"
-        if reached == 3 and p.status != "succeeded" and not durations[name] and index > 0:
-            state = "skipped"  # failed or canceled before getting this far
-        steps.append({"name": name, "label": label, "state": state, "duration": durations[name]})
-    last_state = p.status if reached == 3 else "pending"
-    steps.append(
-        {
-            "name": "done",
-            "label": p.get_status_display() if reached == 3 else "Done",
-            "state": last_state,
-            "duration": duration(end - p.created_at) if end else "",
-        }
-    )
-    return steps
-
-
-def extra_metrics(metrics: Mapping[str, Any] | None) -> list[tuple[str, str]]:
-    rows = []
-    for key, value in (metrics or {}).items():
-        if key in {"predict_time", "total_time"} or isinstance(value, dict | list):
-            continue
-        if isinstance(value, float):
-            value = f"{value:.2f}".rstrip("0").rstrip(".")
-        rows.append((key.replace("_", " ").capitalize(), str(value)))
-    return rows
 
 
 def output_context(prediction: Prediction) -> dict[str, Any]:
@@ -688,138 +380,14 @@ def output_file(request: HttpRequest, pk: uuid.UUID, position: int) -> FileRespo
 # ---------------------------------------------------------------------------- history
 
 
-@dataclass
-class HistoryFilters:
-    model: str = ""
-    status: str = ""
-    owner: str = ""
-    q: str = ""
-    since: date | None = None
-    until: date | None = None
-    per_page: int = DEFAULT_PAGE_SIZE
-
-    @property
-    def active(self) -> bool:
-        return bool(self.model or self.status or self.owner or self.q or self.since or self.until)
-
-
-def parse_date(raw: str | None) -> date | None:
-    try:
-        return date.fromisoformat(raw) if raw else None
-    except ValueError:
-        return None
-
-
-def parse_filters(params: QueryDict, user: User) -> HistoryFilters:
-    status = params.get("status", "")
-    return HistoryFilters(
-        model=params.get("model", "").strip(),
-        status=status if status in Prediction.Status.values else "",
-        owner=params.get("owner", "").strip() if user.is_staff else "",
-        q=params.get("q", "").strip()[:200],
-        since=parse_date(params.get("since")),
-        until=parse_date(params.get("until")),
-        per_page=next(
-            (size for size in PAGE_SIZES if str(size) == params.get("per_page")),
-            DEFAULT_PAGE_SIZE,
-        ),
-    )
-
-
-def encode_cursor(p: Prediction) -> str:
-    micros = int(p.created_at.timestamp() * 1_000_000)
-    return f"{micros}.{p.pk.hex}"
-
-
-def decode_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
-    if not raw:
-        return None
-    try:
-        micros, hex_id = raw.split(".", 1)
-        when = datetime.fromtimestamp(int(micros) / 1_000_000, tz=UTC)
-        return when, uuid.UUID(hex_id)
-    except (ValueError, OverflowError, OSError):
-        return None
-
-
-def day_start(day: date) -> datetime:
-    return timezone.make_aware(datetime.combine(day, time.min))
-
-
-def filtered_history(user: User, filters: HistoryFilters, models: list[CatalogModel]) -> Any:
-    qs = Prediction.objects.visible_to(user)
-    if filters.model:
-        match = next((m for m in models if m.ref == filters.model), None)
-        # The foreign key has an index with created_at; model_ref covers removed models.
-        qs = qs.filter(model_id=match.pk) if match else qs.filter(model_ref=filters.model)
-    if filters.status:
-        qs = qs.filter(status=filters.status)
-    # A user id: ASCII digits ("²".isdigit() is true), within a bigint.
-    if re.fullmatch(r"[0-9]{1,18}", filters.owner):
-        qs = qs.filter(owner_id=int(filters.owner))
-    if filters.since:
-        qs = qs.filter(created_at__gte=day_start(filters.since))
-    # The last day of the calendar has no day after it: "until then" is no bound at all.
-    if filters.until and filters.until < date.max:
-        qs = qs.filter(created_at__lt=day_start(filters.until + timedelta(days=1)))
-    if filters.q:
-        qs = qs.filter(input_text__icontains=filters.q)
-    # Only what a row shows: output, logs and text can be large.
-    return qs.select_related("owner").only(
-        "id",
-        "model_ref",
-        "version",
-        "status",
-        "input_text",
-        "input",
-        "hidden_inputs",
-        "created_at",
-        "started_at",
-        "completed_at",
-        "cancel_requested_at",
-        "source",
-        "error",
-        "owner__id",
-        "owner__username",
-    )
-
-
-def summary_of(p: Prediction) -> str:
-    """What a row shows of the input: the prompt if there is one, else its short values."""
-    values = p.public_input
-    prompt = values.get("prompt")
-    if isinstance(prompt, str) and prompt.strip():
-        return prompt
-    parts = [
-        f"{key}: {value}"
-        for key, value in values.items()
-        if isinstance(value, str | int | float) and not is_url(value) and len(str(value)) < 200
-    ]
-    return " · ".join(parts[:4])
-
-
-def decorate_rows(rows: list[Prediction]) -> list[Prediction]:
-    """Each row's summary and first image output (all thumbnails in one query)."""
-    images = OutputFile.objects.filter(
-        prediction_id__in=[p.pk for p in rows], content_type__in=INLINE_TYPES
-    ).filter(content_type__startswith="image/")
-    thumbs: dict[uuid.UUID, dict[str, Any]] = {}
-    for f in images.order_by("prediction_id", "position"):
-        thumbs.setdefault(f.prediction_id, file_entry(f.prediction_id, f))
-    for p in rows:
-        p.thumbnail = thumbs.get(p.pk)
-        p.summary = summary_of(p)
-    return rows
-
-
 @require_GET
 def history(request: HttpRequest) -> HttpResponse:
     user = request.user
-    filters = parse_filters(request.GET, user)
+    form = HistoryFilterForm(request.GET, user)
     # Members see only the models they may run: the others' names are not theirs to know.
     listed = CatalogModel.objects.all() if user.is_staff else CatalogModel.objects.runnable_by(user)
     models = list(listed.only("id", "owner", "name", "title"))
-    qs = filtered_history(user, filters, models)
+    qs = form.history(Prediction.objects.visible_to(user), models)
 
     # One row, for the live page: the feed says a prediction changed, the row is re-drawn.
     row_id = request.GET.get("row")
@@ -835,25 +403,9 @@ def history(request: HttpRequest) -> HttpResponse:
             request, "predictions/history.html#row", {"user": user, "p": decorate_rows([row])[0]}
         )
 
-    # Keyset pagination: constant time at any depth, unlike OFFSET.
-    size = filters.per_page
-    before = decode_cursor(request.GET.get("before"))
-    after = decode_cursor(request.GET.get("after"))
-    if after:
-        when, pk = after
-        page_qs = qs.filter(Q(created_at__gt=when) | Q(created_at=when, pk__gt=pk))
-        rows = list(page_qs.order_by("created_at", "pk")[: size + 1])
-        has_newer = len(rows) > size
-        rows = list(reversed(rows[:size]))
-        has_older = True
-    else:
-        if before:
-            when, pk = before
-            qs = qs.filter(Q(created_at__lt=when) | Q(created_at=when, pk__lt=pk))
-        rows = list(qs.order_by("-created_at", "-pk")[: size + 1])
-        has_older = len(rows) > size
-        rows = rows[:size]
-        has_newer = before is not None
+    filters = form.filters
+    before, after = request.GET.get("before"), request.GET.get("after")
+    rows, has_newer, has_older = qs.page(filters.per_page, before=before, after=after)
     rows = decorate_rows(rows)
 
     params = request.GET.copy()
@@ -885,7 +437,7 @@ def history(request: HttpRequest) -> HttpResponse:
             "feed": "/ws/predictions/",
             # New rows are only added at the top of the first page; the server applies
             # the filters to each one.
-            "insert": not (before or after),
+            "insert": not (decode_cursor(before) or decode_cursor(after)),
             "row_url": "?" + (params.urlencode() + "&" if params else "") + "row=",
         },
     }

@@ -13,7 +13,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from predictions import views
+from predictions import forms
 from predictions.models import CatalogModel, OutputFile, Prediction
 
 
@@ -156,7 +156,7 @@ def test_the_model_filter_lists_only_models_a_member_may_run(
 def test_the_default_page_size_is_the_views_constant(
     client: Client, alice: User, text_model: CatalogModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(views, "DEFAULT_PAGE_SIZE", 10)
+    monkeypatch.setattr(forms, "DEFAULT_PAGE_SIZE", 10)
     add_predictions(alice, text_model, 12)
     client.force_login(alice)
 

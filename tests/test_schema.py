@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 
 from predictions import upstream
+from predictions.forms import PredictionForm
 from predictions.models import CatalogModel
 from predictions.schema import (
+    Field,
     InvalidInput,
     api_snippet,
     clean_input,
     fields_for,
-    form_fields,
     python_literal,
 )
 
@@ -126,6 +127,11 @@ def flux_resolved() -> dict[str, Any]:
 
 def model_for(schema: dict[str, Any], **extra: Any) -> CatalogModel:
     return CatalogModel(owner="acme", name="thing", input_schema=schema, **extra)
+
+
+def form_fields(model: CatalogModel, values: dict[str, Any] | None = None) -> list[Field]:
+    """The fields the model's form shows, as the page draws them."""
+    return PredictionForm(model, model.input_schema, initial=values).shown_fields()
 
 
 # ---------------------------------------------------------------------------- forms

@@ -20,7 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django.views.defaults import server_error
 
-from predictions import executors, views
+from predictions import executors, forms
 from predictions.models import ApiToken, CatalogModel, OutputFile, Prediction
 from predictions.templatetags.console import render_markdown
 
@@ -418,7 +418,7 @@ def test_a_big_upload_goes_through_the_files_api_after_validation(
     token.save()
     flux.token = token
     flux.save()
-    monkeypatch.setattr(views, "DATA_URI_MAX_BYTES", 10)
+    monkeypatch.setattr(forms, "DATA_URI_MAX_BYTES", 10)
     logged_in(client, alice)
 
     def upload() -> ContentFile:
@@ -449,12 +449,12 @@ def test_a_file_over_replicates_limit_is_refused_before_it_is_read(
     started: list[dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(views, "UPLOAD_MAX_BYTES", len(PNG) - 1)
+    monkeypatch.setattr(forms, "UPLOAD_MAX_BYTES", len(PNG) - 1)
 
     def unread(upload: Any) -> str:
         raise AssertionError("a file over the limit was read")
 
-    monkeypatch.setattr(views, "data_uri", unread)
+    monkeypatch.setattr(forms, "data_uri", unread)
     upload = ContentFile(PNG, name="fox.png")
     upload.content_type = "image/png"
 
