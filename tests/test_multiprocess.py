@@ -117,7 +117,10 @@ def test_submit_on_one_web_process_watch_on_another_and_survive_a_killed_worker(
     expected = expected_text(prompt, SEED, TOKENS)
     final = Prediction.objects.get(pk=pk)
     assert final.status == "succeeded"
-    assert assembled == final_text == final.text_output == expected
+    assert final_text == final.text_output == expected
+    # Across a killed worker the live deltas may lag (`done` carries the whole final
+    # prediction and the page shows that), but they never show text the model did not make.
+    assert expected.startswith(assembled)
     listed = upstream_predictions(sandbox_url, sandbox_token)
     assert sum(1 for p in listed if p["input"].get("prompt") == prompt) == 1
 
