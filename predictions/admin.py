@@ -315,19 +315,7 @@ class CatalogModelAdmin(admin.ModelAdmin):
         ("Presentation", {"fields": ["title", "description", "cover_image_url"]}),
         ("Inputs", {"fields": ["default_input", "hidden_inputs", "deadline_seconds"]}),
         ("Access", {"fields": ["allowed_groups", "token"]}),
-        (
-            "Schema",
-            {
-                "fields": [
-                    "is_official",
-                    "schema_version",
-                    "schema_fetched_at",
-                    "schema_inputs",
-                    "schema_change_list",
-                    "refresh_button",
-                ]
-            },
-        ),
+        ("Schema", {"fields": tuple(readonly_fields)}),  # all read-only: what Replicate said
     ]
     actions = ["refresh_schemas"]
 

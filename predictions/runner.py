@@ -132,9 +132,6 @@ def _human_duration(seconds: float) -> str:
     return f"{seconds:g} seconds"
 
 
-_timestamp = upstream.parse_time
-
-
 # ---------------------------------------------------------------------------- claims
 
 
@@ -685,7 +682,7 @@ class Run:
         self.status = _CONSOLE_STATUS.get(str(data.get("status")), self.status)
         if self.status in Prediction.TERMINAL_STATUSES:
             self.status = Status.PROCESSING  # the terminal state is written by finish()
-        self.started_at = self.started_at or _timestamp(data.get("started_at"))
+        self.started_at = self.started_at or upstream.parse_time(data.get("started_at"))
 
     # ------------------------------------------------------------------ events and writes
 
@@ -902,8 +899,8 @@ class Run:
             self.output = output
             self.seq += 1  # the `done` event's number
             now = timezone.now()
-            completed_at = _timestamp(data.get("completed_at")) or now
-            started_at = self.started_at or _timestamp(data.get("started_at"))
+            completed_at = upstream.parse_time(data.get("completed_at")) or now
+            started_at = self.started_at or upstream.parse_time(data.get("started_at"))
             metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
             final = {
                 "status": status,
