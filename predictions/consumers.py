@@ -37,6 +37,7 @@ from . import events, executors, metrics, untrusted
 from .database import db, session_user
 from .forms import PredictionForm
 from .models import NAME_PATTERN, CatalogModel, Prediction
+from .presenters import LiveView, badge
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +56,21 @@ def _visible(user: Any, prediction_id: uuid.UUID) -> bool:
     return Prediction.objects.visible_to(user).filter(pk=prediction_id).exists()
 
 
-def _snapshot(prediction_id: uuid.UUID) -> dict[str, Any] | None:
+def _snapshot(prediction_id: uuid.UUID) -> tuple[dict[str, Any], LiveView] | None:
+    """The `snapshot` message for the row as it is now, and the view that moves on from it."""
     prediction = Prediction.objects.filter(pk=prediction_id).first()
-    return events.serialize_prediction(prediction) if prediction else None
+    if prediction is None:
+        return None
+    files = list(prediction.files.order_by("position"))
+    view = LiveView(prediction, files)
+    message = {
+        "type": "snapshot",
+        "seq": prediction.event_seq,
+        "finished": not prediction.is_active,
+        "prediction": events.serialize_prediction(prediction, files),
+        "fragments": view.render(),
+    }
+    return message, view
 
 
 def _visible_prediction(user: Any, prediction_id: object) -> Prediction | None:
@@ -157,6 +170,8 @@ class UnknownPathConsumer(AsyncWebsocketConsumer):
 class PredictionConsumer(JsonMessagesConsumer):
     """Snapshot, then the live events of one prediction, gap-free and in order."""
 
+    view: LiveView | None = None  # the page as of `seq`: each event says what it changed
+
     async def connect(self) -> None:
         self.prediction_id: uuid.UUID = self.scope["url_route"]["kwargs"]["pk"]
         self.seq = 0
@@ -222,20 +237,23 @@ class PredictionConsumer(JsonMessagesConsumer):
 
     # ------------------------------------------------------------------ ordering
 
-    async def send_snapshot(self, snapshot: dict[str, Any] | None = None) -> None:
+    async def send_snapshot(self, snapshot: tuple[dict[str, Any], LiveView] | None = None) -> None:
         """Send the row as it is now (or as just read): the browser starts over from it."""
         if snapshot is None:
             snapshot = await db(_snapshot)(self.prediction_id)
         if snapshot is None:
             await self.close(code=FORBIDDEN)  # deleted meanwhile
             return
-        self.seq = snapshot["seq"]
-        self.finished = snapshot["status"] in Prediction.TERMINAL_STATUSES
+        message, self.view = snapshot
+        self.seq = message["seq"]
+        self.finished = message["finished"]
         self.held = {seq: e for seq, e in self.held.items() if seq > self.seq}
-        await self.send_json({"type": "snapshot", "seq": self.seq, "prediction": snapshot})
+        await self.send_json(message)
 
     async def deliver(self, event: dict[str, Any]) -> None:
-        await self.send_json(event)
+        """Send the next event, with the page fragments it changed (drawn by the server)."""
+        fragments = self.view.apply(event) if self.view else {}
+        await self.send_json({**event, "fragments": fragments} if fragments else event)
         self.seq = max(self.seq, event["seq"])
         if event["type"] == events.DONE:
             self.finished = True
@@ -269,7 +287,7 @@ class PredictionConsumer(JsonMessagesConsumer):
         if reread:
             needed = min(self.held) - 1
             snapshot = await db(_snapshot)(self.prediction_id)
-            if snapshot is not None and snapshot["seq"] >= needed:
+            if snapshot is not None and snapshot[0]["seq"] >= needed:
                 await self.send_snapshot(snapshot)
                 await self.flush_held()
                 if not self.held:
@@ -307,7 +325,10 @@ class FeedConsumer(JsonMessagesConsumer):
         events.keep_in_groups(self)  # re-joins them after a Redis restart
 
     async def user_status(self, message: dict[str, Any]) -> None:
-        await self.send_json(message["event"])
+        event = message["event"]
+        terminal = event["status"] in Prediction.TERMINAL_STATUSES
+        fragments = {"badge": badge(event["status"], event["canceling"] and not terminal)}
+        await self.send_json({**event, "terminal": terminal, "fragments": fragments})
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not isinstance(content, dict) or content.get("type") != "submit":

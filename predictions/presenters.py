@@ -1,18 +1,23 @@
 """How a prediction is shown: the values the page's templates draw, computed once here.
 
-The detail page, its live fragments and the history rows are all drawn by the server from
-these; nothing here touches the network.
+The server is the only renderer of a prediction. The live page, the fragments its socket
+carries (LiveView) and the history rows are all drawn from these and the partials of
+`predictions/detail.html`; the browser only swaps fragments in and appends streamed text
+and logs. Nothing here touches the network.
 """
 
-import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
+
+from django.template.loader import render_to_string
+from django.utils import timezone
 
 from . import events
 from .models import OutputFile, Prediction
 from .schema import MISSING, Field, coerce
-from .templatetags.console import OWN_FILE_URL, duration
+from .templatetags.console import OWN_FILE_URL, duration, visible_logs
 
 # Output files shown inline; anything else is downloaded as opaque bytes. No SVG: it
 # can carry script.
@@ -62,12 +67,17 @@ def snippet_input(fields: list[Field]) -> dict[str, Any]:
     return values
 
 
+def shown_file(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A file as the live events describe it (events.serialize_file), plus how it is shown."""
+    return {
+        **entry,
+        "kind": media_kind(entry["content_type"]),
+        "name": entry["name"] or f"output-{entry['position']}",
+    }
+
+
 def file_entry(prediction_id: uuid.UUID, f: OutputFile) -> dict[str, Any]:
-    """A file as the live events describe it, plus how the page shows it."""
-    entry = events.serialize_file(prediction_id, f)
-    entry["kind"] = media_kind(f.content_type)
-    entry["name"] = entry["name"] or f"output-{f.position}"
-    return entry
+    return shown_file(events.serialize_file(prediction_id, f))
 
 
 def is_url(value: Any) -> bool:
@@ -127,23 +137,13 @@ def input_rows(values: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def progress_of(logs: str) -> dict[str, Any] | None:
-    """The last tqdm line's progress, for the first paint (live updates bring their own)."""
-    last = None
-    for match in re.finditer(r"(\d+)%\|[^|\n\r]*\|\s*(\d+)/(\d+)", logs or ""):
-        last = match
-    if not last:
-        return None
-    return {"percent": int(last.group(1)), "current": int(last.group(2)), "total": last.group(3)}
-
-
 STEPS = [("queued", "Queued"), ("starting", "Starting"), ("processing", "Processing")]
 
 
-def timeline(p: Prediction) -> list[dict[str, str]]:
+def timeline(p: Prediction) -> list[dict[str, Any]]:
     """Queued → starting → processing → done, each done/current/pending, with durations.
 
-    static/js/live.js redraws it the same way as events arrive.
+    The current step's clock runs from `since`: the page ticks it between events.
     """
     reached = {"queued": 0, "starting": 1, "processing": 2}.get(p.status, 3)
     end = p.completed_at
@@ -154,12 +154,22 @@ def timeline(p: Prediction) -> list[dict[str, str]]:
         "starting": duration(waited) if waited is not None else "",
         "processing": duration(ran) if ran is not None else "",
     }
+    clocks = {0: p.created_at, 1: p.created_at, 2: p.started_at}
     steps = []
     for index, (name, label) in enumerate(STEPS):
         state = "done" if index < reached else "current" if index == reached else "pending"
         if reached == 3 and p.status != "succeeded" and not durations[name] and index > 0:
             state = "skipped"  # failed or canceled before getting this far
-        steps.append({"name": name, "label": label, "state": state, "duration": durations[name]})
+        since = clocks.get(index) if state == "current" else None
+        steps.append(
+            {
+                "name": name,
+                "label": label,
+                "state": state,
+                "duration": durations[name] or (_ticking(since) if since else ""),
+                "since": since,
+            }
+        )
     last_state = p.status if reached == 3 else "pending"
     steps.append(
         {
@@ -170,6 +180,10 @@ def timeline(p: Prediction) -> list[dict[str, str]]:
         }
     )
     return steps
+
+
+def _ticking(since: datetime) -> str:
+    return duration(timezone.now() - since)
 
 
 def extra_metrics(metrics: Mapping[str, Any] | None) -> list[tuple[str, str]]:
@@ -209,3 +223,134 @@ def decorate_rows(rows: list[Prediction]) -> list[Prediction]:
         p.thumbnail = thumbs.get(p.pk)
         p.summary = summary_of(p)
     return rows
+
+
+def pending_files(output: Any, archived: int) -> list[str]:
+    """Names of the output files upstream has made but we have not copied yet: the page
+    shows placeholders for them (showing upstream's would load remote media in the
+    viewer's browser)."""
+    urls: list[str] = []
+    _collect_urls(output, urls)
+    return [url.split("?", 1)[0].rsplit("/", 1)[-1] or "file" for url in urls[archived:]]
+
+
+def _collect_urls(value: Any, found: list[str]) -> None:
+    if isinstance(value, str):
+        if is_url(value) and not value.startswith("data:"):
+            found.append(value)
+    elif isinstance(value, list):
+        for item in value:
+            _collect_urls(item, found)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect_urls(item, found)
+
+
+def output_context(prediction: Prediction, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the `output` partial shows; `files` as shown_file() gives them."""
+    text = text_of(prediction)
+    structured = structured_output(prediction, text, files)
+    pending = pending_files(prediction.output, len(files)) if prediction.is_active else []
+    if pending and _only_urls(prediction.output):
+        structured = None
+    return {
+        "prediction": prediction,
+        "files": files,
+        "pending": pending,
+        "text": text,
+        "structured": structured,
+    }
+
+
+def page_context(
+    prediction: Prediction, files: list[dict[str, Any]], progress: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Everything the live partials of detail.html draw (the page adds what is the
+    viewer's own: inputs, lineage, actions)."""
+    return {
+        **output_context(prediction, files),
+        "logs": visible_logs(prediction.logs),
+        "progress": progress if prediction.is_active else None,
+        "timeline": timeline(prediction),
+        "extra_metrics": extra_metrics(prediction.metrics),
+    }
+
+
+def badge(status: str, canceling: bool) -> str:
+    """includes/badge.html for a status the owner's feed announces."""
+    p = Prediction(status=status, cancel_requested_at=timezone.now() if canceling else None)
+    return render_to_string("predictions/includes/badge.html", {"p": p})
+
+
+# The partials of detail.html that a live page swaps in, by the id of the element each is.
+FRAGMENTS = {
+    "status-badge": "status",
+    "cancel-button": "cancel",
+    "timeline": "timeline",
+    "metrics": "metrics",
+    "progress-row": "progress",
+    "output": "output",
+    "logs": "logs",
+}
+# Which fragments each kind of event changes; text and log deltas change none.
+_CHANGED_BY = {
+    events.STATUS: ("status-badge", "cancel-button", "timeline"),
+    events.OUTPUT: ("output",),
+    events.PROGRESS: ("progress-row",),
+    events.FILES: ("output",),
+    # The page drops its cancel form at the end.
+    events.DONE: tuple(id_ for id_ in FRAGMENTS if id_ != "cancel-button"),
+}
+
+
+class LiveView:
+    """One live page's prediction, kept up to date from the numbered events, so that each
+    event the socket sends carries the fragments it changed, rendered by the same partials
+    as the page. The row read for a snapshot starts it; the events move it on.
+
+    Deltas (text, logs) are not kept: no fragment drawn between snapshots shows them.
+    """
+
+    def __init__(self, prediction: Prediction, files: Iterable[OutputFile]) -> None:
+        self.prediction = prediction
+        self.files = [file_entry(prediction.pk, f) for f in files]
+        self.progress = events.parse_progress(prediction.logs)
+
+    def render(self, ids: Iterable[str] = FRAGMENTS) -> dict[str, str]:
+        context = page_context(self.prediction, self.files, self.progress)
+        return {
+            id_: render_to_string(f"predictions/detail.html#{FRAGMENTS[id_]}", context)
+            for id_ in ids
+        }
+
+    def apply(self, event: Mapping[str, Any]) -> dict[str, str]:
+        """Move on by one event; the fragments it changed."""
+        p, kind = self.prediction, event["type"]
+        if kind == events.OUTPUT and "output" not in event:
+            return {}  # a text delta
+        if kind == events.STATUS:
+            p.status = event["status"]
+            if event.get("canceling") and p.cancel_requested_at is None:
+                p.cancel_requested_at = timezone.now()
+            p.started_at = _parse_time(event.get("started_at")) or p.started_at
+        elif kind == events.OUTPUT:
+            p.output = event["output"]
+        elif kind == events.PROGRESS:
+            self.progress = {key: event.get(key) for key in ("percent", "current", "total")}
+        elif kind == events.FILES:
+            self.files = [shown_file(entry) for entry in event["files"]]
+        elif kind == events.DONE:
+            self._finish(event["prediction"])
+        return self.render(_CHANGED_BY.get(kind, ()))
+
+    def _finish(self, final: Mapping[str, Any]) -> None:
+        p = self.prediction
+        for name in ("status", "version", "output", "text_output", "logs", "error", "metrics"):
+            setattr(p, name, final[name])
+        p.started_at = _parse_time(final["started_at"])
+        p.completed_at = _parse_time(final["completed_at"])
+        self.files = [shown_file(entry) for entry in final["files"]]
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

@@ -30,26 +30,20 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import executors, runner, upstream
+from . import events, executors, runner, upstream
 from .database import db
 from .forms import PAGE_SIZES, HistoryFilterForm, PredictionForm
 from .models import CatalogModel, OutputFile, Prediction, User, decode_cursor, encode_cursor
 from .presenters import (
-    INLINE_TYPES,
     decorate_rows,
-    extra_metrics,
     file_entry,
     input_rows,
     media_kind,
-    progress_of,
+    page_context,
     snippet_input,
-    structured_output,
     summary_of,
-    text_of,
-    timeline,
 )
 from .schema import api_snippet
-from .templatetags.console import visible_logs
 
 
 def see_other(url: str) -> HttpResponseRedirect:
@@ -248,20 +242,9 @@ async def prediction_rerun(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
 # ---------------------------------------------------------------------------- live page
 
 
-def output_context(prediction: Prediction) -> dict[str, Any]:
-    """What the `output` partial shows (the whole page, or the fragment alone)."""
-    files = [file_entry(prediction.pk, f) for f in prediction.files.order_by("position")]
-    text = text_of(prediction)
-    return {
-        "prediction": prediction,
-        "files": files,
-        "text": text,
-        "structured": structured_output(prediction, text, files),
-    }
-
-
 def detail_context(user: User, prediction: Prediction) -> dict[str, Any]:
-    output = output_context(prediction)
+    files = [file_entry(prediction.pk, f) for f in prediction.files.order_by("position")]
+    progress = events.parse_progress(prediction.logs)
     # The run this re-ran, only if the user may see it.
     parent = None
     if prediction.parent_id:
@@ -278,43 +261,32 @@ def detail_context(user: User, prediction: Prediction) -> dict[str, Any]:
         .only("id", "status", "created_at", "cancel_requested_at")
         .order_by("created_at")[:20]
     ]
-    text = output["text"]
     model = prediction.model
     return {
-        **output,
+        **page_context(prediction, files, progress),
         "user": user,
         "nav": "history",
         "model": model,
-        "logs": visible_logs(prediction.logs),
-        "progress": progress_of(prediction.logs) if prediction.is_active else None,
         "parent": parent,
         "children": children,
-        "timeline": timeline(prediction),
-        "extra_metrics": extra_metrics(prediction.metrics),
         "inputs": input_rows(prediction.input_for(user)),
         "can_cancel": prediction.is_active and (user.is_staff or prediction.owner_id == user.pk),
         "snippet": (
             api_snippet(model, prediction.input_for(user), prediction.version) if model else ""
         ),
+        # What the page's sockets need: the live events from `seq` on, and "Run again".
         "config": {
-            "id": str(prediction.pk),
-            "status": prediction.status,
-            "canceling": prediction.is_canceling,
-            "seq": prediction.event_seq,
-            "model": prediction.model_ref,
-            "input": prediction.public_input,
-            "created_at": prediction.created_at.isoformat(),
-            "started_at": prediction.started_at.isoformat() if prediction.started_at else None,
-            "completed_at": (
-                prediction.completed_at.isoformat() if prediction.completed_at else None
-            ),
             "socket": f"/ws/predictions/{prediction.pk}/",
+            "seq": prediction.event_seq,
+            "finished": not prediction.is_active,
             "feed": "/ws/predictions/",
-            "fragment": reverse("predictions:detail", args=[prediction.pk]) + "?fragment=output",
+            "submit": {
+                "type": "submit",
+                "model": prediction.model_ref,
+                "input": prediction.public_input,
+                "parent": str(prediction.pk),
+            },
             "rerun": reverse("predictions:rerun", args=[prediction.pk]),
-            "text": text if prediction.is_active else "",
-            # live.js shows these inline, as the page and output_file do.
-            "inline_types": sorted(INLINE_TYPES),
         },
     }
 
@@ -323,10 +295,6 @@ def detail_context(user: User, prediction: Prediction) -> dict[str, Any]:
 def prediction_detail(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     user = request.user
     prediction = visible_prediction(user, pk)
-    if request.GET.get("fragment") == "output":
-        # The same fragment as on the page: the live page swaps it in once a run ends.
-        context = {"user": user, **output_context(prediction)}
-        return render(request, "predictions/detail.html#output", context)
     return render(request, "predictions/detail.html", detail_context(user, prediction))
 
 

@@ -14,8 +14,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +26,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_playwright
 
+from predictions.models import Prediction
+from predictions.presenters import LiveView
+from predictions.templatetags.console import visible_logs
 from tests.conftest import need_service
 from tests.console_server import Process, free_port
 from tests.sandbox_server import ROOT, TEST_TOKEN, server_env
@@ -370,41 +375,48 @@ def add_prediction(console: Console, status: str) -> str:
     return manage(env, "shell", "-c", code).split()[-1]  # after the shell's own notes
 
 
-def mocked_prediction_socket(page: Page, prediction_id: str, logs: str) -> list[WebSocketRoute]:
-    """Answer the live page's socket with a snapshot (seq 1); the test sends the rest."""
-    snapshot = {
-        "id": prediction_id,
-        "status": "processing",
-        "canceling": False,
-        "input": {"prompt": "mocked"},
-        "output": None,
-        "text_output": "",
-        "logs": logs,
-        "metrics": {},
-        "created_at": "2025-01-01T00:00:00+00:00",
-        "started_at": "2025-01-01T00:00:01+00:00",
-        "completed_at": None,
-        "files": [],
-        "progress": None,
-    }
-    sockets: list[WebSocketRoute] = []
+class MockedPredictionSocket:
+    """Answers the live page's socket as its consumer would: a snapshot (seq 1), then the
+    events the test sends, each with the fragments the server's own LiveView draws for it."""
 
-    def answer(ws: WebSocketRoute) -> None:
-        sockets.append(ws)
-        ws.send(json.dumps({"type": "snapshot", "seq": 1, "prediction": snapshot}))
+    def __init__(self, page: Page, prediction_id: str, logs: str) -> None:
+        created = datetime(2025, 1, 1, tzinfo=UTC)
+        prediction = Prediction(
+            pk=uuid.UUID(prediction_id),
+            model_ref="sandbox/text",
+            status="processing",
+            input={"prompt": "mocked"},
+            logs=logs,
+            created_at=created,
+            started_at=created + timedelta(seconds=1),
+            event_seq=1,
+        )
+        self.view = LiveView(prediction, [])
+        self.snapshot = {
+            "type": "snapshot",
+            "seq": 1,
+            "finished": False,
+            "prediction": {"status": "processing", "logs": logs},
+            "fragments": self.view.render(),
+        }
+        self.sockets: list[WebSocketRoute] = []
+        page.route_web_socket(re.compile(rf"/ws/predictions/{prediction_id}/$"), self.answer)
 
-    page.route_web_socket(re.compile(rf"/ws/predictions/{prediction_id}/$"), answer)
-    return sockets
+    def answer(self, ws: WebSocketRoute) -> None:
+        self.sockets.append(ws)
+        ws.send(json.dumps(self.snapshot))
+
+    def send(self, event: dict[str, Any]) -> None:
+        (ws,) = self.sockets
+        fragments = self.view.apply(event)
+        ws.send(json.dumps({**event, "fragments": fragments} if fragments else event))
 
 
 def test_live_logs_append_and_read_as_a_terminal_would(console: Console, page: Page) -> None:
-    from predictions.templatetags.console import visible_logs
-
     prediction_id = add_prediction(console, "processing")
-    sockets = mocked_prediction_socket(page, prediction_id, "start\n")
+    socket = MockedPredictionSocket(page, prediction_id, "start\n")
     page.goto(f"/predictions/{prediction_id}/")
     page.wait_for_function("document.querySelector('#logs').textContent === 'start\\n'")
-    (ws,) = sockets
 
     logs = "start\n"
     # A CRLF cut in two, tqdm redrawing its line, plain lines (appended, not redrawn).
@@ -412,7 +424,7 @@ def test_live_logs_append_and_read_as_a_terminal_would(console: Console, page: P
     for seq, chunk in enumerate(chunks, start=2):
         if chunk == "\nplain line\n":
             page.evaluate("window.firstLogNode = document.querySelector('#logs').firstChild")
-        ws.send(json.dumps({"type": "logs", "seq": seq, "text": chunk}))
+        socket.send({"type": "logs", "seq": seq, "text": chunk})
         logs += chunk
         page.wait_for_function(
             "shown => document.querySelector('#logs').textContent === shown",
@@ -424,15 +436,14 @@ def test_live_logs_append_and_read_as_a_terminal_would(console: Console, page: P
 
 def test_live_output_shows_only_our_own_copies(console: Console, page: Page) -> None:
     prediction_id = add_prediction(console, "processing")
-    sockets = mocked_prediction_socket(page, prediction_id, "")
+    socket = MockedPredictionSocket(page, prediction_id, "")
     remote: list[str] = []
     page.on("request", lambda r: remote.append(r.url) if "remote.invalid" in r.url else None)
     page.goto(f"/predictions/{prediction_id}/")
     page.wait_for_function("document.querySelector('#status .badge').dataset.status")
-    (ws,) = sockets
 
     url = "https://remote.invalid/out-0.mp3"
-    ws.send(json.dumps({"type": "output", "seq": 2, "output": [url]}))
+    socket.send({"type": "output", "seq": 2, "output": [url]})
     pending = page.locator("#gallery figure.pending")
     expect(pending).to_contain_text("saving a copy…")
     expect(page.locator("#gallery :is(img, audio, video)")).to_have_count(0)
@@ -446,7 +457,7 @@ def test_live_output_shows_only_our_own_copies(console: Console, page: Page) -> 
         "size": 9,
         "name": "a.m4a",
     }
-    ws.send(json.dumps({"type": "files", "seq": 3, "files": [archived]}))
+    socket.send({"type": "files", "seq": 3, "files": [archived]})
     expect(pending).to_have_count(0)
     expect(page.locator("#gallery .file-chip")).to_have_text("a.m4a")
     expect(page.get_by_role("link", name="Download")).to_have_attribute("href", own + "?download=1")

@@ -296,8 +296,42 @@ async def test_cancel_shows_canceling_at_once_and_ends_canceled(
         message = await browser.receive()
         if message["type"] == "snapshot" and message["prediction"]["canceling"]:
             break
+    # The server draws what the page shows: "Canceling…" on the badge and the button.
+    assert "Canceling…" in message["fragments"]["status-badge"]
+    assert "Canceling…" in message["fragments"]["cancel-button"]
     await browser.until_finished()
     assert browser.final["status"] == "canceled"
+    await socket.disconnect()
+
+
+async def test_every_change_but_a_delta_carries_the_fragments_it_changed(
+    sandbox_model: MakeModel, member: User
+) -> None:
+    prediction, expected = await start_text(await sandbox_model("text"), member, 40, 10)
+    socket = await open_socket(f"/ws/predictions/{prediction.pk}/", member)
+    assert (await socket.connect())[0]
+    browser = Browser(socket)
+
+    snapshot = await browser.until("snapshot")
+    assert set(snapshot["fragments"]) >= {"status-badge", "timeline", "output", "logs"}
+    assert snapshot["finished"] is False
+    received = [snapshot]
+    while browser.final is None:
+        received.append(await browser.receive())
+
+    for message in received[1:]:
+        if message["type"] in ("output", "logs"):
+            assert "fragments" not in message  # deltas only
+        elif message["type"] == "status":
+            badge = message["fragments"]["status-badge"]
+            assert f'data-status="{message["status"]}"' in badge
+    done = received[-1]
+    assert done["type"] == "done"
+    # The end is drawn whole: the final text (as Markdown), the timeline, the metrics.
+    assert expected.split()[0] in done["fragments"]["output"]
+    assert 'id="rendered"' in done["fragments"]["output"]
+    assert "step-succeeded" in done["fragments"]["timeline"]
+    assert "data-since" not in done["fragments"]["timeline"]  # no clock runs any more
     await socket.disconnect()
 
 
@@ -330,6 +364,9 @@ async def test_the_feed_submits_and_reports_status(sandbox_model: MakeModel, mem
         message = await socket.receive_json_from(timeout=20)
         assert message["type"] == "status" and message["id"] == submitted["id"]
         assert message["model"] == "sandbox/text"
+        # The badge a history row swaps in, drawn by the server.
+        assert f'data-status="{message["status"]}"' in message["fragments"]["badge"]
+        assert message["terminal"] == (message["status"] in Prediction.TERMINAL_STATUSES)
         statuses.append(message["status"])
     assert statuses[-1] == "succeeded"
     await socket.disconnect()

@@ -5,6 +5,7 @@ the view and not the run; the browser tests run real predictions against the san
 """
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -20,8 +21,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django.views.defaults import server_error
 
-from predictions import executors, forms
+from predictions import events, executors, forms
 from predictions.models import ApiToken, CatalogModel, OutputFile, Prediction
+from predictions.presenters import FRAGMENTS, LiveView, badge
 from predictions.templatetags.console import render_markdown
 
 from .test_schema import FLUX_OPENAPI, MIXTRAL_INPUT, REFERENCE_FILES
@@ -125,7 +127,6 @@ def test_another_users_prediction_is_404_on_every_url(
     base = f"/predictions/{prediction.pk}/"
 
     assert client.get(base).status_code == 404
-    assert client.get(base + "?fragment=output").status_code == 404
     assert client.get(base + "rerun/").status_code == 404
     assert client.post(base + "cancel/").status_code == 404
     assert client.get(base + "files/0/").status_code == 404
@@ -214,13 +215,12 @@ async def test_every_page_renders_for_a_logged_in_user_under_the_async_client(
         "/predictions/?q=b&status=succeeded&model=acme/llm&since=2000-01-01&until=2999-01-01",
         f"/predictions/?row={prediction.pk}",
         f"/predictions/{prediction.pk}/",
-        f"/predictions/{prediction.pk}/?fragment=output",
         f"/predictions/{parent.pk}/",
         f"/predictions/{prediction.pk}/rerun/",
     ]:
         response = await async_client.get(path)
         assert response.status_code == 200, path
-        assert b"carol" in response.content or "fragment" in path or "row=" in path, path
+        assert b"carol" in response.content or "row=" in path, path
     missing = await async_client.get("/predictions/00000000-0000-0000-0000-000000000000/")
     assert missing.status_code == 404
     assert b"Nothing here" in missing.content and b"carol" in missing.content
@@ -631,29 +631,6 @@ def test_an_active_prediction_page_is_ready_for_live_updates(
     assert '<meta http-equiv="refresh" content="5">' in page  # no-JS fallback
 
 
-def test_the_output_fragment_is_the_output_alone(
-    client: Client, alice: User, flux: CatalogModel
-) -> None:
-    parent = make_prediction(alice, flux, status="succeeded")
-    prediction = make_prediction(
-        alice, flux, status="succeeded", parent=parent, output=["https://x.example/out-0.png"]
-    )
-    add_file(prediction, 0, PNG, "out-0.png", "image/png")
-    logged_in(client, alice)
-    url = f"/predictions/{prediction.pk}/"
-
-    with CaptureQueriesContext(connection) as page_queries:
-        client.get(url)
-    with CaptureQueriesContext(connection) as fragment_queries:
-        fragment = client.get(url + "?fragment=output").content.decode()
-
-    assert fragment.strip().startswith('<div id="output"')
-    assert f'<img src="{url}files/0/"' in fragment
-    # The prediction and its files; no parent, children, snippet or page furniture.
-    assert len(fragment_queries) < len(page_queries) - 1
-    assert not [q for q in fragment_queries.captured_queries if '"parent_id" =' in q["sql"]]
-
-
 def test_cancel_asks_for_cancellation_and_goes_back(
     client: Client, alice: User, llm: CatalogModel
 ) -> None:
@@ -781,3 +758,129 @@ def test_500_renders_without_a_request_or_database(rf: RequestFactory) -> None:
 
     assert "Something went wrong on our side" in html
     assert "Traceback" not in html
+
+
+# ---------------------------------------------------------------------------- live fragments
+# The server draws every fragment a live page shows: what a page gets over its socket is the
+# same HTML as the same part of a fresh load of that page.
+
+
+def page_of(client: Client, prediction: Prediction) -> str:
+    response = client.get(f"/predictions/{prediction.pk}/")
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def element(html: str, id_: str) -> str:
+    """The element with this id, as the fragment for it starts (one line is enough)."""
+    match = re.search(rf'<[a-z]+ [^>]*id="{id_}"[^>]*>', html)
+    assert match, f"no #{id_}"
+    return match.group(0)
+
+
+def test_a_live_page_that_followed_the_events_ends_as_a_fresh_load_draws_it(
+    client: Client, alice: User, flux: CatalogModel
+) -> None:
+    prediction = make_prediction(alice, flux, status="queued")
+    view = LiveView(Prediction.objects.get(pk=prediction.pk), [])
+    started = timezone.now()
+
+    starting = view.apply({"type": "status", "seq": 1, "status": "starting", "canceling": False})
+    assert set(starting) == {"status-badge", "cancel-button", "timeline"}
+    assert 'data-status="starting"' in starting["status-badge"]
+    processing = view.apply(
+        {
+            "type": "status",
+            "seq": 2,
+            "status": "processing",
+            "canceling": False,
+            "started_at": started.isoformat(),
+        }
+    )
+    # The running step's clock starts when upstream started it.
+    assert f'data-since="{started.isoformat()}"' in processing["timeline"]
+    upstream_urls = [
+        "https://replicate.delivery/x/out-0.png",
+        "https://replicate.delivery/x/out-1.png",
+    ]
+    made = view.apply({"type": "output", "seq": 3, "output": upstream_urls})
+    # Not copied yet: placeholders, never the upstream image itself.
+    assert made["output"].count("saving a copy…") == 2
+    assert "replicate.delivery" not in made["output"].replace("out-0.png</", "").split("saving")[0]
+    assert "<img" not in made["output"]
+
+    for position in (0, 1):
+        add_file(prediction, position, PNG, f"out-{position}.png", "image/png")
+    files = list(prediction.files.order_by("position"))
+    listing = [events.serialize_file(prediction.pk, f) for f in files]
+    copied = view.apply({"type": "files", "seq": 4, "files": listing})
+    assert copied["output"].count("<img") == 2 and "saving a copy…" not in copied["output"]
+
+    Prediction.objects.filter(pk=prediction.pk).update(
+        status="succeeded",
+        started_at=started,
+        completed_at=timezone.now(),
+        output=[f["url"] for f in listing],
+        metrics={"predict_time": 1.25, "total_time": 1.5},
+        event_seq=5,
+    )
+    final = Prediction.objects.get(pk=prediction.pk)
+    done = view.apply(
+        {"type": "done", "seq": 5, "prediction": events.serialize_prediction(final, files)}
+    )
+
+    assert set(done) == set(FRAGMENTS) - {"cancel-button"}  # the page drops its cancel form
+    page = page_of(logged_in(client, alice), final)
+    for id_, html in done.items():
+        assert html.strip() in page, id_
+    assert "1.2 s" in done["metrics"] and 'data-status="succeeded"' in done["status-badge"]
+
+
+def test_the_snapshot_fragments_are_the_page_as_loaded(
+    client: Client, alice: User, llm: CatalogModel
+) -> None:
+    prediction = make_prediction(
+        alice,
+        llm,
+        status="processing",
+        started_at=timezone.now(),
+        text_output="Once <b>upon</b>",
+        logs="loading\r 45%|████▌     | 45/100 [00:04<00:05, 9.98it/s]",
+        event_seq=7,
+    )
+    fragments = LiveView(prediction, []).render()
+    page = page_of(logged_in(client, alice), prediction)
+
+    for id_ in ("status-badge", "cancel-button", "metrics", "progress-row", "output", "logs"):
+        assert fragments[id_].strip() in page, id_
+    for id_, html in fragments.items():  # each fragment is the element it replaces
+        assert element(html, id_) == element(page, id_), id_
+    assert "Once &lt;b&gt;upon&lt;/b&gt;" in fragments["output"]  # model output is escaped
+    assert "45% · 45/100" in fragments["progress-row"]
+
+
+def test_a_cancel_request_shows_canceling_and_the_deltas_change_no_fragment(
+    alice: User, llm: CatalogModel
+) -> None:
+    view = LiveView(make_prediction(alice, llm, status="processing"), [])
+
+    canceling = view.apply({"type": "status", "seq": 1, "status": "processing", "canceling": True})
+
+    assert "Canceling…" in canceling["status-badge"]
+    assert "disabled" in canceling["cancel-button"] and "Canceling…" in canceling["cancel-button"]
+    assert view.apply({"type": "output", "seq": 2, "text": "more"}) == {}
+    assert view.apply({"type": "logs", "seq": 3, "text": "a line\n"}) == {}
+    progress = view.apply({"type": "progress", "seq": 4, "percent": 12.5, "current": 1, "total": 8})
+    assert "13% · 1/8" in progress["progress-row"] and 'value="12.5' in progress["progress-row"]
+
+
+def test_the_feed_badge_is_the_history_rows_badge(
+    client: Client, alice: User, llm: CatalogModel
+) -> None:
+    prediction = make_prediction(alice, llm, status="succeeded")
+    history = logged_in(client, alice).get("/predictions/").content.decode()
+
+    assert badge("succeeded", False).strip() in history
+    assert "Canceling…" in badge("processing", True)
+    assert "Canceling…" not in badge("canceled", True)
+    assert str(prediction.pk) in history

@@ -73,7 +73,7 @@ def _seconds(value: float) -> str:
 
 @register.filter
 def duration(value: timedelta | float | int | None) -> str:
-    """2.3 s, 45 s, 3 min 5 s, 1 h 2 min (same as static/js/format.js)."""
+    """2.3 s, 45 s, 3 min 5 s, 1 h 2 min."""
     if value is None or value == "":
         return "—"
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)

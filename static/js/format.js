@@ -1,21 +1,7 @@
-// Small formatting helpers shared by the pages; they mirror predictions/templatetags/console.py.
+// What the live page computes between the server's redraws: a running clock, and logs that
+// keep a terminal's carriage returns. Everything else on a page is drawn by the server.
 
-export const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
-
-const LABELS = {
-  queued: "Queued",
-  starting: "Starting",
-  processing: "Processing",
-  succeeded: "Succeeded",
-  failed: "Failed",
-  canceled: "Canceled",
-};
-
-export function statusLabel(status) {
-  return LABELS[status] || status;
-}
-
-/** 2.3 s, 45 s, 3 min 5 s, 1 h 2 min — like the `duration` template filter. */
+/** 2.3 s, 45 s, 3 min 5 s, 1 h 2 min: the same words as the `duration` template filter. */
 export function formatDuration(seconds) {
   if (seconds == null || Number.isNaN(seconds)) return "—";
   const value = Math.max(0, seconds);
@@ -27,26 +13,6 @@ export function formatDuration(seconds) {
   const hours = Math.floor(minutes / 60);
   minutes %= 60;
   return `${hours} h ${minutes} min`;
-}
-
-export function formatSize(bytes) {
-  if (bytes == null) return "";
-  let value = bytes;
-  for (const unit of ["bytes", "KB", "MB", "GB"]) {
-    if (value < 1024 || unit === "GB") {
-      return unit === "bytes" ? `${value.toFixed(0)} ${unit}` : `${value.toFixed(1)} ${unit}`;
-    }
-    value /= 1024;
-  }
-  return "";
-}
-
-/** Redraw a status badge (the same markup as includes/badge.html). */
-export function setBadge(badge, status, canceling) {
-  if (!badge) return;
-  const shown = canceling && !TERMINAL.has(status) ? "canceling" : status;
-  badge.dataset.status = shown;
-  badge.textContent = shown === "canceling" ? "Canceling…" : statusLabel(status);
 }
 
 /** Logs as a terminal shows them: a carriage return redraws its line (tqdm bars). */

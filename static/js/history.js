@@ -1,10 +1,10 @@
 // The history page: statuses change live through the feed socket (/ws/predictions/).
 //
-// A status for a row on the page redraws its badge; a finished run's row is fetched again
-// from the server (the same template fragment as the page) for its thumbnail and duration.
+// A status for a row on the page swaps in its badge (the feed carries it, rendered by the
+// server); a finished run's row is fetched again from the server (the same template fragment
+// as the page) for its thumbnail and duration.
 // On the first page a new run appears at the top if it matches the filters.
 
-import { setBadge, statusLabel, TERMINAL } from "./format.js";
 import { LiveSocket } from "./socket.js";
 
 const config = JSON.parse(document.getElementById("history-config").textContent);
@@ -25,6 +25,13 @@ async function fetchRow(id) {
   return template.content.querySelector("tr");
 }
 
+/** The words on the status badge the server drew. */
+function statusOf(message) {
+  const template = document.createElement("template");
+  template.innerHTML = message.fragments.badge;
+  return template.content.textContent.trim();
+}
+
 function flash(row) {
   row.classList.remove("flash");
   void row.offsetWidth; // restart the animation
@@ -34,16 +41,18 @@ function flash(row) {
 async function onStatus(message) {
   const row = findRow(message.id);
   if (row) {
-    setBadge(row.querySelector(".badge"), message.status, message.canceling);
+    const template = document.createElement("template");
+    template.innerHTML = message.fragments.badge;
+    row.querySelector(".badge").replaceWith(template.content);
     flash(row);
-    if (TERMINAL.has(message.status)) {
+    if (message.terminal) {
       const fresh = await fetchRow(message.id);
       if (fresh) {
         findRow(message.id)?.replaceWith(fresh);
         flash(fresh);
       }
     }
-    announcer.textContent = `${message.model || "Prediction"} ${message.id.slice(0, 8)}: ${statusLabel(message.status)}`;
+    announcer.textContent = `${message.model || "Prediction"} ${message.id.slice(0, 8)}: ${statusOf(message)}`;
     return;
   }
   if (!config.insert) return;
@@ -56,7 +65,7 @@ async function onStatus(message) {
   }
   body.prepend(fresh);
   flash(fresh);
-  announcer.textContent = `New prediction of ${message.model || "a model"}: ${statusLabel(message.status)}`;
+  announcer.textContent = `New prediction of ${message.model || "a model"}: ${statusOf(message)}`;
 }
 
 new LiveSocket(config.feed, {
