@@ -137,53 +137,51 @@ def input_rows(values: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-STEPS = [("queued", "Queued"), ("starting", "Starting"), ("processing", "Processing")]
-
-
 def timeline(p: Prediction) -> list[dict[str, Any]]:
     """Queued → starting → processing → done, each done/current/pending, with durations.
 
     The current step's clock runs from `since`: the page ticks it between events.
     """
-    reached = {"queued": 0, "starting": 1, "processing": 2}.get(p.status, 3)
+    Status = Prediction.Status
+    active = Prediction.ACTIVE_STATUSES  # the steps before the end, in order
+    reached = active.index(p.status) if p.is_active else len(active)
     end = p.completed_at
-    waited = p.started_at - p.created_at if p.started_at else None
-    ran = (end - p.started_at) if (end and p.started_at) else None
     durations = {
-        "queued": "",
-        "starting": duration(waited) if waited is not None else "",
-        "processing": duration(ran) if ran is not None else "",
+        Status.STARTING: p.started_at - p.created_at if p.started_at else None,
+        Status.PROCESSING: end - p.started_at if end and p.started_at else None,
     }
-    clocks = {0: p.created_at, 1: p.created_at, 2: p.started_at}
+    clocks: dict[str, datetime | None] = {
+        Status.QUEUED: p.created_at,
+        Status.STARTING: p.created_at,
+        Status.PROCESSING: p.started_at,
+    }
     steps = []
-    for index, (name, label) in enumerate(STEPS):
+    for index, name in enumerate(active):
         state = "done" if index < reached else "current" if index == reached else "pending"
-        if reached == 3 and p.status != "succeeded" and not durations[name] and index > 0:
+        took = durations.get(name)
+        if not p.is_active and p.status != Status.SUCCEEDED and took is None and index > 0:
             state = "skipped"  # failed or canceled before getting this far
-        since = clocks.get(index) if state == "current" else None
+        since = clocks[name] if state == "current" else None
+        if since is not None:
+            took = timezone.now() - since
         steps.append(
             {
                 "name": name,
-                "label": label,
+                "label": Status(name).label,
                 "state": state,
-                "duration": durations[name] or (_ticking(since) if since else ""),
+                "duration": duration(took) if took is not None else "",
                 "since": since,
             }
         )
-    last_state = p.status if reached == 3 else "pending"
     steps.append(
         {
             "name": "done",
-            "label": p.get_status_display() if reached == 3 else "Done",
-            "state": last_state,
+            "label": "Done" if p.is_active else p.get_status_display(),
+            "state": "pending" if p.is_active else p.status,
             "duration": duration(end - p.created_at) if end else "",
         }
     )
     return steps
-
-
-def _ticking(since: datetime) -> str:
-    return duration(timezone.now() - since)
 
 
 def extra_metrics(metrics: Mapping[str, Any] | None) -> list[tuple[str, str]]:
@@ -333,6 +331,8 @@ class LiveView:
             if event.get("canceling") and p.cancel_requested_at is None:
                 p.cancel_requested_at = timezone.now()
             p.started_at = _parse_time(event.get("started_at")) or p.started_at
+            if p.status == Prediction.Status.PROCESSING and p.started_at is None:
+                p.started_at = timezone.now()  # a runner that did not say when
         elif kind == events.OUTPUT:
             p.output = event["output"]
         elif kind == events.PROGRESS:

@@ -23,7 +23,7 @@ from django.views.defaults import server_error
 
 from predictions import events, executors, forms
 from predictions.models import ApiToken, CatalogModel, OutputFile, Prediction
-from predictions.presenters import FRAGMENTS, LiveView, badge
+from predictions.presenters import FRAGMENTS, LiveView, badge, timeline
 from predictions.templatetags.console import render_markdown
 
 from .test_schema import FLUX_OPENAPI, MIXTRAL_INPUT, REFERENCE_FILES
@@ -884,3 +884,31 @@ def test_the_feed_badge_is_the_history_rows_badge(
     assert "Canceling…" in badge("processing", True)
     assert "Canceling…" not in badge("canceled", True)
     assert str(prediction.pk) in history
+
+
+def test_the_timeline_says_what_was_reached_skipped_and_still_running(
+    alice: User, llm: CatalogModel
+) -> None:
+    now = timezone.now()
+    queued = make_prediction(alice, llm, status="queued")
+    running = make_prediction(alice, llm, status="processing", started_at=now)
+    failed_early = make_prediction(alice, llm, status="failed", completed_at=now)
+
+    def states(p: Prediction) -> list[tuple[str, str, bool]]:
+        return [(s["name"], s["state"], s.get("since") is not None) for s in timeline(p)]
+
+    assert states(queued) == [
+        ("queued", "current", True),  # the page ticks its clock
+        ("starting", "pending", False),
+        ("processing", "pending", False),
+        ("done", "pending", False),
+    ]
+    assert states(running)[2] == ("processing", "current", True)
+    assert timeline(running)[2]["since"] == now
+    assert states(failed_early) == [
+        ("queued", "done", False),
+        ("starting", "skipped", False),
+        ("processing", "skipped", False),
+        ("done", "failed", False),
+    ]
+    assert timeline(failed_early)[3]["label"] == "Failed"
