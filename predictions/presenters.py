@@ -48,10 +48,9 @@ def snippet_input(
     fields: list[Field], chosen_files: Mapping[str, list[str]] | None = None
 ) -> dict[str, Any]:
     """The form's values as a program would send them, minus the model's own defaults
-    (upstream applies those anyway, and a short snippet reads better). Mirrored in form.js.
-    A value that is not valid yet is left out. `chosen_files`: input name → names of files
-    picked for it in the browser (they take the place of a file input's URL, and follow a
-    list's typed items).
+    (upstream applies those anyway, and a short snippet reads better). A value that is not
+    valid yet is left out. `chosen_files`: input name → names of files picked for it in the
+    browser (they take the place of a file input's URL, and follow a list's typed items).
     """
     chosen = chosen_files or {}
     values = {}

@@ -562,7 +562,7 @@ class ChosenFile:
 
 
 def python_literal(value: Any, indent: int = 0) -> str:
-    """A value as Python source, for the API snippet (static/js/form.js mirrors this)."""
+    """A value as Python source, for the API snippet."""
     pad = " " * indent
     inner = " " * (indent + 4)
     if isinstance(value, ChosenFile):

@@ -139,10 +139,6 @@ async def render_form(
         "version_differs": parent is not None and run_version != model.run_version,
         "recent": recent,
         "snippet": api_snippet(model, snippet_input(fields), run_version),
-        "snippet_config": {
-            "ref": f"{model.ref}:{run_version}" if run_version else model.ref,
-            "defaults": {spec.name: spec.default for spec in fields if spec.has_default},
-        },
     }
     return render(request, "predictions/model.html", context, status=status)
 
