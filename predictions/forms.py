@@ -36,8 +36,11 @@ DATA_URI_MAX_BYTES = 256 * 1024
 UPLOAD_MAX_BYTES = 100 * 1024 * 1024
 PAGE_SIZES = (10, 25, 50, 100)
 DEFAULT_PAGE_SIZE = 25
+# The API snippet's preview posts the form with the files left out, and one of these
+# ("<input>:<file name>") for each file picked. Not an identifier: no input is named so.
+FILE_NAMES = "file-name"
 # Form fields that are not model inputs.
-CONTROL_FIELDS = {"csrfmiddlewaretoken", "parent", "run_version"}
+CONTROL_FIELDS = {"csrfmiddlewaretoken", "parent", "run_version", FILE_NAMES}
 
 
 @dataclass
@@ -47,6 +50,16 @@ class PendingUpload:
     field: str
     placeholder: str
     upload: UploadedFile
+
+
+def chosen_file_names(post: QueryDict) -> dict[str, list[str]]:
+    """Input name → the names of the files picked for it, from a snippet preview's post."""
+    chosen: dict[str, list[str]] = {}
+    for entry in post.getlist(FILE_NAMES):
+        name, _, file_name = entry.partition(":")
+        if file_name:
+            chosen.setdefault(name, []).append(file_name)
+    return chosen
 
 
 def data_uri(upload: UploadedFile) -> str:

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from . import events
 from .models import OutputFile, Prediction
-from .schema import MISSING, Field, coerce
+from .schema import MISSING, ChosenFile, Field, clean_value
 from .templatetags.console import OWN_FILE_URL, duration, visible_logs
 
 # Output files shown inline; anything else is downloaded as opaque bytes. No SVG: it
@@ -49,22 +49,37 @@ def media_kind(content_type: str) -> str:
     return main.split("/", 1)[0] if main in INLINE_TYPES else "file"
 
 
-def snippet_input(fields: list[Field]) -> dict[str, Any]:
+def snippet_input(
+    fields: list[Field], chosen_files: Mapping[str, list[str]] | None = None
+) -> dict[str, Any]:
     """The form's values as a program would send them, minus the model's own defaults
-    (upstream applies those anyway, and a short snippet reads better). Mirrored in form.js.
+    (upstream applies those anyway, and a short snippet reads better). A value that is not
+    valid yet is left out. `chosen_files`: input name → names of files picked for it in the
+    browser (they take the place of a file input's URL, and follow a list's typed items).
     """
+    chosen = chosen_files or {}
     values = {}
     for spec in fields:
-        if spec.value is MISSING or spec.value is None or spec.value == "":
-            continue
-        try:
-            value = coerce(spec, spec.value)
-        except (ValueError, TypeError):
-            continue
-        if spec.has_default and value == spec.default:
-            continue
-        values[spec.name] = value
+        value = _snippet_value(spec)
+        files = [ChosenFile(name) for name in chosen.get(spec.name, [])]
+        if files and spec.kind == "file":
+            value = files[-1]
+        elif files and spec.kind == "file_list":
+            value = [*(value if isinstance(value, list) else []), *files]
+        if value is not MISSING:
+            values[spec.name] = value
     return values
+
+
+def _snippet_value(spec: Field) -> Any:
+    try:
+        # The run's own rules, which also refuse JSON nested too deep to write out.
+        value = clean_value(spec, spec.value, {})
+    except (ValueError, TypeError):
+        return MISSING
+    if spec.has_default and value == spec.default:
+        return MISSING
+    return value
 
 
 def shown_file(entry: Mapping[str, Any]) -> dict[str, Any]:

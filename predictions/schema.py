@@ -554,10 +554,19 @@ def _json(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class ChosenFile:
+    """A file picked in the browser but not sent (the snippet names it, not its bytes)."""
+
+    name: str
+
+
 def python_literal(value: Any, indent: int = 0) -> str:
-    """A value as Python source, for the API snippet (static/js/form.js mirrors this)."""
+    """A value as Python source, for the API snippet."""
     pad = " " * indent
     inner = " " * (indent + 4)
+    if isinstance(value, ChosenFile):
+        return f'open({json.dumps(value.name, ensure_ascii=False)}, "rb")'
     if value is None:
         return "None"
     if value is True:

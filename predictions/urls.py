@@ -7,6 +7,7 @@ app_name = "predictions"
 urlpatterns = [
     path("", views.catalogue, name="catalogue"),
     path("models/<str:owner>/<str:name>/", views.model_page, name="model"),
+    path("models/<str:owner>/<str:name>/snippet/", views.model_snippet, name="snippet"),
     path("predictions/", views.history, name="history"),
     path("predictions/<uuid:pk>/", views.prediction_detail, name="detail"),
     path("predictions/<uuid:pk>/cancel/", views.prediction_cancel, name="cancel"),

@@ -25,6 +25,7 @@ from django.http import (
     HttpResponse,
     HttpResponseRedirect,
     JsonResponse,
+    QueryDict,
 )
 from django.shortcuts import render
 from django.urls import reverse
@@ -32,7 +33,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from . import events, executors, runner, upstream
 from .database import db
-from .forms import PAGE_SIZES, HistoryFilterForm, PredictionForm
+from .forms import PAGE_SIZES, HistoryFilterForm, PredictionForm, chosen_file_names
 from .models import CatalogModel, OutputFile, Prediction, User, decode_cursor, encode_cursor
 from .presenters import (
     decorate_rows,
@@ -132,10 +133,6 @@ async def render_form(
         "version_differs": parent is not None and run_version != model.run_version,
         "recent": recent,
         "snippet": api_snippet(model, snippet_input(fields), run_version),
-        "snippet_config": {
-            "ref": f"{model.ref}:{run_version}" if run_version else model.ref,
-            "defaults": {spec.name: spec.default for spec in fields if spec.has_default},
-        },
     }
     return render(request, "predictions/model.html", context, status=status)
 
@@ -171,6 +168,21 @@ def parent_for(user: User, raw: str | None) -> tuple[Prediction | None, str]:
     return parent, ""
 
 
+def posted_version(
+    user: User, model: CatalogModel, post: QueryDict
+) -> tuple[Prediction | None, str, list[str]]:
+    """The run a posted form re-runs (if any), the version it runs, and what is wrong with
+    either: a re-run may keep its parent's version, any other run takes the current one."""
+    parent, parent_error = parent_for(user, post.get("parent"))
+    run_version = post.get("run_version", model.run_version)
+    allowed = {model.run_version} | ({parent.version} if parent and parent.version else set())
+    version_error = ""
+    if run_version not in allowed:
+        version_error = "Choose the version of the run you re-run, or the current one."
+        run_version = model.run_version
+    return parent, run_version, [m for m in (version_error, parent_error) if m]
+
+
 @require_http_methods(["GET", "POST"])
 async def model_page(request: HttpRequest, owner: str, name: str) -> HttpResponse:
     user = await request.auser()
@@ -181,19 +193,12 @@ async def model_page(request: HttpRequest, owner: str, name: str) -> HttpRespons
         form = PredictionForm(model, input_schema)
         return await render_form(request, user, form, run_version=model.run_version)
 
-    parent, parent_error = await db(parent_for)(user, request.POST.get("parent"))
-    run_version = request.POST.get("run_version", model.run_version)
-    allowed = {model.run_version} | ({parent.version} if parent and parent.version else set())
-    version_error = ""
-    if run_version not in allowed:
-        version_error = "Choose the version of the run you re-run, or the current one."
-        run_version = model.run_version
+    parent, run_version, problems = await db(posted_version)(user, model, request.POST)
     input_schema = (await db(model.schema_for)(run_version))[0]
     form = PredictionForm(model, input_schema, request.POST, request.FILES)
     form.is_valid()
-    for message in (version_error, parent_error):
-        if message:
-            form.add_error(None, message)
+    for message in problems:
+        form.add_error(None, message)
     refused = await form.acheck_throttle(user)
     if form.errors:
         form.forget_pending()
@@ -221,6 +226,20 @@ async def model_page(request: HttpRequest, owner: str, name: str) -> HttpRespons
         version=run_version,
     )
     return see_other(reverse("predictions:detail", args=[prediction.pk]))
+
+
+@require_POST
+def model_snippet(request: HttpRequest, owner: str, name: str) -> HttpResponse:
+    """The model page's API snippet for the form's values as they stand: the `snippet`
+    partial alone. It takes the run form's fields with each picked file's name instead of
+    the file (forms.FILE_NAMES), shows only the values that are valid, and runs nothing."""
+    user = request.user
+    model = runnable_model(user, owner=owner, name=name)
+    _, run_version, _ = posted_version(user, model, request.POST)
+    form = PredictionForm(model, model.schema_for(run_version)[0], request.POST)
+    values = snippet_input(form.shown_fields(), chosen_file_names(request.POST))
+    context = {"snippet": api_snippet(model, values, run_version)}
+    return render(request, "predictions/model.html#snippet", context)
 
 
 @require_GET

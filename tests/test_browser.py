@@ -24,7 +24,15 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    Page,
+    Request,
+    Route,
+    WebSocketRoute,
+    expect,
+    sync_playwright,
+)
 
 from predictions.models import Prediction
 from predictions.presenters import LiveView
@@ -219,6 +227,69 @@ def test_the_catalogue_lists_the_sandbox_models(page: Page) -> None:
     expect(snippet).to_contain_text("replicate.async_run(")
     expect(snippet).to_contain_text('"prompt": "Write a haiku"')
     shot(page, "model-api")
+
+
+def is_snippet(request: Request) -> bool:
+    return request.url.endswith("/snippet/")
+
+
+def test_the_api_snippet_is_redrawn_by_the_server_as_the_form_changes(page: Page) -> None:
+    page.goto("/models/sandbox/image/")
+    snippet = page.locator("#api-snippet")
+    prompt = page.locator("#field-prompt")
+    # Every text the snippet shows, in order (to see that a late answer never lands).
+    page.evaluate(
+        """() => {
+          const code = document.getElementById("api-snippet");
+          window.snippetTexts = [];
+          new MutationObserver(() => snippetTexts.push(code.textContent))
+            .observe(code, { childList: true, characterData: true, subtree: true });
+        }"""
+    )
+    # The first paint is the server's: the form's defaults are left out.
+    expect(snippet).to_contain_text('"sandbox/image",\n        input={},')
+
+    prompt.fill("a lighthouse")
+    page.locator("#field-width").fill("640")
+    expect(snippet).to_contain_text('"prompt": "a lighthouse"')
+    expect(snippet).to_contain_text('"width": 640')
+
+    page.locator("#field-width").fill("512")  # the model's default again
+    page.locator("#field-height").fill("5000")  # over the maximum: not valid yet
+    page.locator("#field-output_format").select_option("png")
+    expect(snippet).to_contain_text('"output_format": "png"')
+    expect(snippet).not_to_contain_text('"width"')
+    expect(snippet).not_to_contain_text('"height"')
+
+    # A picked file shows by its name; only the name goes to the server.
+    with page.expect_request(is_snippet) as asked:
+        page.locator("#field-image").set_input_files(
+            {"name": "fox.png", "mimeType": "image/png", "buffer": b"\x89PNG" + b"x" * 4096}
+        )
+    expect(snippet).to_contain_text('"image": open("fox.png", "rb")')
+    body = asked.value.post_data or ""
+    assert "file-name=image%3Afox.png" in body
+    assert "xxxx" not in body and "eHh4" not in body and len(body) < 1000
+
+    # An answer that arrives after a newer one is dropped; a failed one leaves the snippet.
+    held: list[Route] = []
+    page.route("**/snippet/", lambda route: held.append(route) if not held else route.continue_())
+    with page.expect_request(is_snippet):
+        prompt.fill("stale words")
+    prompt.fill("fresh words")
+    expect(snippet).to_contain_text('"prompt": "fresh words"')
+    with page.expect_event("requestfinished", is_snippet):
+        held[0].continue_()
+    page.unroute("**/snippet/")
+    page.route("**/snippet/", lambda route: route.abort())
+    with page.expect_event("requestfailed", is_snippet):
+        prompt.fill("lost words")
+    expect(snippet).to_contain_text('"prompt": "fresh words"')
+    page.unroute("**/snippet/")
+    page.locator("#field-num_outputs").fill("3")
+    expect(snippet).to_contain_text('"num_outputs": 3')
+    expect(snippet).to_contain_text('"prompt": "lost words"')
+    assert not any("stale words" in text for text in page.evaluate("window.snippetTexts"))
 
 
 def test_text_streams_token_by_token_and_finishes_as_markdown(page: Page) -> None:

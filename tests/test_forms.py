@@ -12,6 +12,7 @@ from django.utils.datastructures import MultiValueDict
 from predictions import forms, schema
 from predictions.forms import HistoryFilterForm, PredictionForm
 from predictions.models import CatalogModel
+from predictions.presenters import snippet_input
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -113,6 +114,28 @@ def test_the_schema_is_parsed_once_per_form(monkeypatch: pytest.MonkeyPatch) -> 
     form.general_errors()
 
     assert len(calls) == 1
+
+
+def test_the_snippet_takes_the_posted_values_with_picked_files_by_name() -> None:
+    frames = {"type": "array", "items": {"type": "string", "format": "uri"}, "x-order": 6}
+    with_frames = {**SCHEMA, "properties": {**SCHEMA["properties"], "frames": frames}}
+    post = QueryDict(
+        "prompt=a+fox&steps=12&style=b&safety=false&safety=true&frames=https://x.test/1.png"
+        "&file-name=image:fox.png&file-name=frames:a.png&file-name=frames:b:c.png&file-name=nope"
+    )
+
+    form = PredictionForm(model(), with_frames, post)
+    values = snippet_input(form.shown_fields(), forms.chosen_file_names(post))
+    fox, a, bc = (schema.ChosenFile(name) for name in ("fox.png", "a.png", "b:c.png"))
+
+    # steps is out of range, safety is the model's default; "file-name" is no input.
+    assert values == {
+        "prompt": "a fox",
+        "style": "b",
+        "image": fox,
+        "frames": ["https://x.test/1.png", a, bc],
+    }
+    assert form.input_errors() == {"steps": ["Ensure this value is at most 8."]}
 
 
 def test_history_filters_ignore_what_does_not_parse() -> None:

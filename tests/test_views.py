@@ -4,6 +4,7 @@ The executor is replaced at its seam (`executors.start_prediction`) where a test
 the view and not the run; the browser tests run real predictions against the sandbox.
 """
 
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from django.utils import timezone
 from django.views.defaults import server_error
 
 from predictions import events, executors, forms
-from predictions.models import ApiToken, CatalogModel, OutputFile, Prediction
+from predictions.models import ApiToken, CatalogModel, ModelSchema, OutputFile, Prediction
 from predictions.presenters import FRAGMENTS, LiveView, badge, timeline
 from predictions.templatetags.console import render_markdown
 
@@ -548,6 +549,157 @@ def test_the_form_post_needs_a_csrf_token(alice: User, flux: CatalogModel) -> No
     assert "This form has expired" in response.content.decode()
 
 
+# ---------------------------------------------------------------------------- API snippet
+
+SNIPPET = "/models/black-forest-labs/flux-dev/snippet/"
+# What the flux form posts as the page first shows it (the admin's num_outputs, defaults).
+FLUX_FORM = {
+    "prompt": "",
+    "aspect_ratio": "1:1",
+    "image": "",
+    "num_outputs": "2",
+    "guidance": "3",
+    "seed": "",
+    "megapixels": "1",
+}
+
+
+def snippet_of(response: Any) -> str:
+    """The snippet's Python, from the fragment alone or from the whole page."""
+    text = response.content.decode()
+    if "<code" in text:
+        text = text.split('id="api-snippet"', 1)[1].split(">", 1)[1].split("</code>", 1)[0]
+    return html.unescape(text)
+
+
+def test_the_snippet_is_drawn_for_the_posted_values_and_runs_nothing(
+    client: Client, alice: User, flux: CatalogModel, started: list[dict[str, Any]]
+) -> None:
+    logged_in(client, alice)
+    values = {**FLUX_FORM, "prompt": 'a "fox"', "aspect_ratio": "16:9", "num_outputs": "1"}
+
+    response = client.post(SNIPPET, values)
+
+    assert response.status_code == 200
+    snippet = snippet_of(response)
+    assert '"prompt": "a \\"fox\\""' in snippet
+    assert '"aspect_ratio": "16:9"' in snippet
+    # The model's defaults are left out: upstream applies them anyway.
+    assert "num_outputs" not in snippet and "guidance" not in snippet
+    assert "seed" not in snippet and "megapixels" not in snippet
+    compile(snippet, "snippet", "exec")
+    assert started == [] and Prediction.objects.count() == 0
+
+
+def test_the_snippet_of_the_untouched_form_is_the_pages_own(
+    client: Client, alice: User, flux: CatalogModel
+) -> None:
+    logged_in(client, alice)
+
+    page = client.get("/models/black-forest-labs/flux-dev/")
+    fragment = client.post(SNIPPET, FLUX_FORM)
+
+    # The admin's num_outputs shows (it is not the model's default); go_fast is hidden.
+    assert snippet_of(fragment) == snippet_of(page)
+    assert '"num_outputs": 2' in snippet_of(fragment)
+    assert "go_fast" not in snippet_of(client.post(SNIPPET, {**FLUX_FORM, "go_fast": "true"}))
+
+
+def test_the_snippet_shows_the_valid_values_of_a_form_with_errors(
+    client: Client, alice: User, flux: CatalogModel
+) -> None:
+    logged_in(client, alice)
+    values = {
+        **FLUX_FORM,
+        "prompt": "ok",
+        "num_outputs": "9",
+        "guidance": "lots",
+        "aspect_ratio": "5:1",
+        "seed": "12",
+        "steps": "4",
+    }
+
+    response = client.post(SNIPPET, values)
+
+    assert response.status_code == 200
+    snippet = snippet_of(response)
+    assert '"prompt": "ok"' in snippet and '"seed": 12' in snippet
+    for left_out in ("num_outputs", "guidance", "aspect_ratio", "steps"):
+        assert left_out not in snippet
+    assert client.post(SNIPPET, {}).status_code == 200
+
+
+def test_json_nested_too_deep_to_run_is_left_out_of_the_snippet(
+    client: Client, alice: User
+) -> None:
+    CatalogModel.objects.create(
+        owner="acme",
+        name="config",
+        input_schema={"type": "object", "properties": {"config": {"type": "object"}}},
+    )
+    logged_in(client, alice)
+    deep = "[" * 500 + "]" * 500
+
+    fragment = client.post("/models/acme/config/snippet/", {"config": deep})
+    page = client.post("/models/acme/config/", {"config": deep})
+
+    assert fragment.status_code == 200 and "input={}," in snippet_of(fragment)
+    assert page.status_code == 400 and "nested more than 64 levels" in page.content.decode()
+
+
+def test_the_snippet_opens_picked_files_by_name(
+    client: Client, alice: User, flux: CatalogModel
+) -> None:
+    logged_in(client, alice)
+
+    picked = client.post(SNIPPET, {**FLUX_FORM, "file-name": "image:my fox.png"})
+    kept = client.post(SNIPPET, {**FLUX_FORM, "image": "data:image/png;base64,"})
+    url = client.post(SNIPPET, {**FLUX_FORM, "image": "https://example.com/fox.png"})
+
+    assert '"image": open("my fox.png", "rb")' in snippet_of(picked)
+    assert '"image": open("image-file", "rb")' in snippet_of(kept)
+    assert '"image": "https://example.com/fox.png"' in snippet_of(url)
+
+
+def test_the_snippet_of_a_rerun_names_the_version_it_runs(
+    client: Client, alice: User, flux: CatalogModel
+) -> None:
+    old, current = "a" * 64, "b" * 64
+    flux.schema_version = current
+    flux.save()
+    ModelSchema.objects.create(model=flux, version_id=old, input_schema=FLUX_INPUT)
+    parent = make_prediction(alice, flux, version=old)
+    logged_in(client, alice)
+
+    rerun = client.post(SNIPPET, {**FLUX_FORM, "parent": str(parent.pk), "run_version": old})
+    other = client.post(SNIPPET, {**FLUX_FORM, "run_version": old})
+
+    assert f'"black-forest-labs/flux-dev:{old}"' in snippet_of(rerun)
+    assert f'"black-forest-labs/flux-dev:{current}"' in snippet_of(other)
+
+
+def test_the_snippet_follows_the_model_pages_rules(
+    client: Client, alice: User, flux: CatalogModel
+) -> None:
+    logged_in(client, alice)
+    assert client.get(SNIPPET).status_code == 405
+
+    flux.allowed_groups.add(Group.objects.create(name="designers"))
+    assert client.post(SNIPPET, FLUX_FORM).status_code == 404
+    assert client.post("/models/no/such/snippet/", FLUX_FORM).status_code == 404
+
+    client.logout()
+    response = client.post(SNIPPET, FLUX_FORM)
+    assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
+def test_the_snippet_needs_a_csrf_token(alice: User, flux: CatalogModel) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+
+    assert client.post(SNIPPET, FLUX_FORM).status_code == 403
+
+
 # ---------------------------------------------------------------------------- live page
 
 
@@ -831,8 +983,8 @@ def test_a_live_page_that_followed_the_events_ends_as_a_fresh_load_draws_it(
 
     assert set(done) == set(FRAGMENTS) - {"cancel-button"}  # the page drops its cancel form
     page = page_of(logged_in(client, alice), final)
-    for id_, html in done.items():
-        assert html.strip() in page, id_
+    for id_, fragment in done.items():
+        assert fragment.strip() in page, id_
     assert "1.2 s" in done["metrics"] and 'data-status="succeeded"' in done["status-badge"]
 
 
@@ -853,8 +1005,8 @@ def test_the_snapshot_fragments_are_the_page_as_loaded(
 
     for id_ in ("status-badge", "cancel-button", "metrics", "progress-row", "output", "logs"):
         assert fragments[id_].strip() in page, id_
-    for id_, html in fragments.items():  # each fragment is the element it replaces
-        assert element(html, id_) == element(page, id_), id_
+    for id_, fragment in fragments.items():  # each fragment is the element it replaces
+        assert element(fragment, id_) == element(page, id_), id_
     assert "Once &lt;b&gt;upon&lt;/b&gt;" in fragments["output"]  # model output is escaped
     assert "45% · 45/100" in fragments["progress-row"]
 

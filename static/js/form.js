@@ -4,7 +4,6 @@
 import { copyButton } from "./copy.js";
 
 const form = document.getElementById("run-form");
-const config = JSON.parse(document.getElementById("snippet-config").textContent);
 const snippet = document.getElementById("api-snippet");
 
 // ----------------------------------------------------------------------------- tabs
@@ -55,113 +54,50 @@ function wireSliders() {
       const picker = kept.parentElement.querySelector('input[type="file"]');
       kept.remove();
       picker?.focus();
-      update();
+      snippetSoon();
     });
   });
 }
 
 // ----------------------------------------------------------------------------- snippet
 
-function fileName(file) {
-  return `open(${JSON.stringify(file.name)}, "rb")`;
+// The server draws the snippet (predictions.views.model_snippet); this asks it again as
+// the form changes, a moment after the last keystroke.
+let asked = 0; // the latest request's number: an answer to an older one arrives too late
+let timer;
+
+/** The form's fields for the snippet: a picked file by its name, never its bytes. */
+function snippetBody() {
+  const body = new URLSearchParams();
+  for (const [name, value] of new FormData(form)) {
+    if (value instanceof File) {
+      if (value.name) body.append("file-name", `${name}:${value.name}`); // forms.FILE_NAMES
+    } else if (value.startsWith("data:")) {
+      // A file kept from before: the snippet shows only its type, so its bytes stay here.
+      body.append(name, value.slice(0, value.indexOf(",") + 1));
+    } else {
+      body.append(name, value);
+    }
+  }
+  return body;
 }
 
-/** A field's value as a program would send it; undefined when it would be left out. */
-function valueOf(wrapper) {
-  const name = wrapper.dataset.field;
-  const kind = wrapper.dataset.kind;
-  const named = [...wrapper.querySelectorAll(`[name="${CSS.escape(name)}"]`)];
-  const text = (el) => (el ? el.value.replace(/\r\n/g, "\n") : "");
-  switch (kind) {
-    case "boolean":
-      return named.find((el) => el.type === "checkbox").checked;
-    case "integer":
-    case "number": {
-      const raw = text(named.find((el) => el.type === "number")).trim();
-      if (raw === "" || Number.isNaN(Number(raw))) return undefined;
-      return Number(raw);
-    }
-    case "choice": {
-      const raw = text(named[0]);
-      if (raw === "") return undefined;
-      return typeof config.defaults[name] === "number" ? Number(raw) : raw;
-    }
-    case "file": {
-      const picker = named.find((el) => el.type === "file");
-      if (picker?.files.length) return { python: fileName(picker.files[0]) };
-      const kept = named.find((el) => el.type === "hidden");
-      if (kept?.value) return { python: `open("${kept.value.slice(5).split("/")[0] || "input"}-file", "rb")` };
-      const url = text(named.find((el) => el.type === "text")).trim();
-      return url || undefined;
-    }
-    case "list":
-    case "file_list": {
-      const lines = text(named.find((el) => el.tagName === "TEXTAREA"))
-        .split("\n")
-        .map((line) => line.trim())
-        .filter(Boolean);
-      const picker = named.find((el) => el.type === "file");
-      const files = picker ? [...picker.files].map((f) => ({ python: fileName(f) })) : [];
-      const items = [...lines.map((l) => (wrapper.dataset.itemKind === "integer" || wrapper.dataset.itemKind === "number") && !Number.isNaN(Number(l)) ? Number(l) : l), ...files];
-      return items.length ? items : undefined;
-    }
-    case "json": {
-      const raw = text(named[0]).trim();
-      if (!raw) return undefined;
-      try {
-        return JSON.parse(raw);
-      } catch {
-        return raw;
-      }
-    }
-    default: {
-      const raw = text(named[0]);
-      return raw === "" ? undefined : raw;
-    }
+async function refreshSnippet() {
+  const ticket = ++asked;
+  try {
+    const response = await fetch(snippet.dataset.snippetUrl, { method: "POST", body: snippetBody() });
+    if (!response.ok) return;
+    const html = await response.text();
+    if (ticket === asked) snippet.innerHTML = html;
+  } catch {
+    // Offline, or the server restarting: the last snippet stays.
   }
 }
 
-function isDefault(name, value) {
-  if (!(name in config.defaults)) return false;
-  return JSON.stringify(value) === JSON.stringify(config.defaults[name]);
-}
-
-/** Python source for a value; mirrors predictions.schema.python_literal. */
-function python(value, indent) {
-  const pad = " ".repeat(indent);
-  const inner = " ".repeat(indent + 4);
-  if (value === null || value === undefined) return "None";
-  if (value === true) return "True";
-  if (value === false) return "False";
-  if (typeof value === "object" && "python" in value) return value.python;
-  if (typeof value === "string") return JSON.stringify(value);
-  if (typeof value === "number") return String(value);
-  if (Array.isArray(value)) {
-    if (!value.length) return "[]";
-    return `[\n${value.map((v) => inner + python(v, indent + 4)).join(",\n")},\n${pad}]`;
-  }
-  const entries = Object.entries(value);
-  if (!entries.length) return "{}";
-  return `{\n${entries.map(([k, v]) => `${inner}${JSON.stringify(k)}: ${python(v, indent + 4)}`).join(",\n")},\n${pad}}`;
-}
-
-function update() {
+function snippetSoon() {
   if (!form || !snippet) return;
-  const input = {};
-  form.querySelectorAll("[data-field]").forEach((wrapper) => {
-    const value = valueOf(wrapper);
-    if (value !== undefined && !isDefault(wrapper.dataset.field, value)) input[wrapper.dataset.field] = value;
-  });
-  snippet.textContent =
-    "import asyncio\n\n" +
-    "import replicate  # reads REPLICATE_API_TOKEN from the environment\n\n\n" +
-    "async def main() -> None:\n" +
-    "    output = await replicate.async_run(\n" +
-    `        ${JSON.stringify(config.ref)},\n` +
-    `        input=${python(input, 8)},\n` +
-    "    )\n" +
-    "    print(output)\n\n\n" +
-    "asyncio.run(main())\n";
+  clearTimeout(timer);
+  timer = setTimeout(refreshSnippet, 250);
 }
 
 // ----------------------------------------------------------------------------- submit
@@ -196,9 +132,11 @@ wireTabs();
 wireSliders();
 wireSubmit();
 if (form) {
-  form.addEventListener("input", update);
-  form.addEventListener("change", update);
-  update();
+  form.addEventListener("input", snippetSoon);
+  form.addEventListener("change", snippetSoon);
+  // Back/forward and reload refill the form after the server drew the snippet for it.
+  const navigation = performance.getEntriesByType("navigation")[0];
+  if (navigation?.type === "back_forward" || navigation?.type === "reload") snippetSoon();
 }
 document.querySelectorAll("[data-copy-target]").forEach((button) => {
   copyButton(button, () => document.getElementById(button.dataset.copyTarget).textContent);
