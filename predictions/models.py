@@ -1,4 +1,7 @@
+import hashlib
+import hmac
 import re
+import secrets
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeAlias
@@ -535,6 +538,89 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.webhook_id} ({self.upstream_id} {self.status})"
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def live(self) -> "ApiKeyQuerySet":
+        """Keys that work now: not revoked, not expired, their user still active."""
+        unexpired = Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+        return self.filter(unexpired, revoked_at__isnull=True, user__is_active=True)
+
+    def authenticate(self, presented: str) -> "ApiKey | None":
+        """The live key that `presented` is, or None (unknown, revoked, expired, malformed)."""
+        match = ApiKey.FORMAT.match(presented)
+        if match is None:
+            return None
+        key = self.live().select_related("user").filter(prefix=match["prefix"]).first()
+        if key is None or not hmac.compare_digest(key.key_hash, ApiKey.hash(presented)):
+            return None
+        return key
+
+
+class ApiKey(models.Model):
+    """A member's personal key for the gateway (/api/v1/). It acts as its user. The key is
+    shown once, when made; what is kept is its prefix (to tell keys apart) and a hash.
+
+    A plain SHA-256 is enough: the secret part is 256 random bits, so there is nothing to
+    guess, and checking a key must be cheap (every API call does it).
+    """
+
+    FORMAT = re.compile(r"^(?P<prefix>rcp_[0-9a-f]{8})_[A-Za-z0-9_-]{43}\Z")
+    # last_used_at is a hint, written once a minute at most (as for ApiToken).
+    LAST_USED_PRECISION = timedelta(minutes=1)
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(plaintext: str) -> str:
+        return hashlib.sha256(plaintext.encode()).hexdigest()
+
+    @classmethod
+    def issue(
+        cls, user: auth.User, name: str, expires_at: datetime | None = None
+    ) -> tuple["ApiKey", str]:
+        """A new key for `user`, and its plaintext: the only time anyone sees it."""
+        prefix = f"rcp_{secrets.token_hex(4)}"
+        plaintext = f"{prefix}_{secrets.token_urlsafe(32)}"
+        key = cls.objects.create(
+            user=user, name=name, prefix=prefix, key_hash=cls.hash(plaintext), expires_at=expires_at
+        )
+        return key, plaintext
+
+    @property
+    def is_live(self) -> bool:
+        expired = self.expires_at is not None and self.expires_at <= timezone.now()
+        return self.revoked_at is None and not expired
+
+    def revoke(self) -> None:
+        ApiKey.objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.refresh_from_db(fields=["revoked_at"])
+
+    def mark_used(self) -> None:
+        """Record that the key was used now, unless that was recorded within the minute."""
+        now = timezone.now()
+        if self.last_used_at and self.last_used_at > now - self.LAST_USED_PRECISION:
+            return
+        ApiKey.objects.filter(pk=self.pk).update(last_used_at=now)
+        self.last_used_at = now
 
 
 @receiver(post_delete, sender=OutputFile)
