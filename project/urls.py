@@ -17,6 +17,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("metrics", health.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("api/", include("predictions.api_urls")),
     path("", include("predictions.urls")),
 ]
 
