@@ -12,7 +12,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from . import untrusted, upstream
-from .models import ApiToken, CatalogModel, ModelSchema, OutputFile, Prediction
+from .models import ApiKey, ApiToken, CatalogModel, ModelSchema, OutputFile, Prediction
 from .schema import admin_input_problems, schema_diff
 
 
@@ -479,3 +479,34 @@ class PredictionAdmin(admin.ModelAdmin):
     @admin.display(description="input")
     def formatted_input(self, obj: Prediction) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.input, indent=2, ensure_ascii=False))
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Members' gateway keys: staff see and revoke them, never read one (only a hash is
+    kept). Keys are made by their owners on /account/keys/ or with `create_api_key`."""
+
+    list_display = ["name", "user", "prefix", "created_at", "last_used_at", "expires_at", "state"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter), "expires_at", "created_at"]
+    search_fields = ["name", "prefix", "user__username"]
+    list_select_related = ["user"]
+    readonly_fields = ["user", "name", "prefix", "created_at", "last_used_at", "expires_at"]
+    readonly_fields += ["revoked_at"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="state")
+    def state(self, obj: ApiKey) -> str:
+        if obj.revoked_at:
+            return "revoked"
+        return "live" if obj.is_live else "expired"
+
+    @admin.action(description="Revoke selected keys", permissions=["delete"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {count} key(s): they stop working now.")

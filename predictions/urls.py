@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views, webhooks
+from . import accounts, views, webhooks
 
 app_name = "predictions"
 
@@ -13,5 +13,7 @@ urlpatterns = [
     path("predictions/<uuid:pk>/cancel/", views.prediction_cancel, name="cancel"),
     path("predictions/<uuid:pk>/rerun/", views.prediction_rerun, name="rerun"),
     path("predictions/<uuid:pk>/files/<int:position>/", views.output_file, name="file"),
+    path("account/keys/", accounts.api_keys, name="api_keys"),
+    path("account/keys/<int:pk>/revoke/", accounts.revoke_api_key, name="revoke_api_key"),
     path("webhooks/replicate/", webhooks.replicate_webhook, name="webhook"),
 ]

@@ -23,7 +23,6 @@ from django.http import (
     Http404,
     HttpRequest,
     HttpResponse,
-    HttpResponseRedirect,
     JsonResponse,
     QueryDict,
 )
@@ -44,18 +43,8 @@ from .presenters import (
     snippet_input,
     summary_of,
 )
+from .responses import see_other, wants_json
 from .schema import api_snippet
-
-
-def see_other(url: str) -> HttpResponseRedirect:
-    """303: after a POST the browser GETs the new page (no "resubmit form?" on reload)."""
-    response = HttpResponseRedirect(url)
-    response.status_code = 303
-    return response
-
-
-def wants_json(request: HttpRequest) -> bool:
-    return "application/json" in request.headers.get("Accept", "")
 
 
 def visible_prediction(user: User, pk: uuid.UUID) -> Prediction:
