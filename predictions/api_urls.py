@@ -3,10 +3,11 @@ personal key (see predictions/gateway.py)."""
 
 from django.urls import path
 
-from . import gateway
+from . import gateway, openapi
 
 app_name = "api"
 
 urlpatterns = [
+    path("openapi.json", openapi.openapi_json, name="openapi"),
     path("v1/streams/<str:token>", gateway.stream, name="stream"),
 ]

@@ -1,7 +1,7 @@
 """The sandbox's answers conform to Replicate's OpenAPI description, checked by schemathesis.
 
 schemathesis (pinned in requirements-dev.txt) generates requests for each operation from
-the spec in tests/fixtures/replicate-openapi.json (Replicate's own, as published) and sends
+the spec in predictions/replicate-openapi.json (Replicate's own, as published) and sends
 them to a real sandbox process. Data it cannot invent is seeded first: a prediction, a file,
 and the ids of demo models and versions, so operations answer with real objects, not 404s.
 """
@@ -19,7 +19,7 @@ import pytest
 from sandbox.demo_models import MODELS
 from tests.sandbox_server import ROOT
 
-SPEC = Path(__file__).parent.parent / "fixtures" / "replicate-openapi.json"
+SPEC = ROOT / "predictions" / "replicate-openapi.json"
 OPERATIONS = (
     r"^(account\.get|models\..+|predictions\..+|files\..+|webhooks\.default\.secret\.get"
     r"|deployments\.predictions\.create)$"
