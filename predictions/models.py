@@ -271,6 +271,57 @@ class PredictionQuerySet(models.QuerySet):
         """Active predictions nobody has touched for `age`: their runner probably died."""
         return self.active().filter(updated_at__lt=timezone.now() - age)
 
+    def claim(
+        self, prediction_id: uuid.UUID, lease: float
+    ) -> "tuple[Prediction, datetime, bool] | None":
+        """Take the prediction for a runner: (row, the runner's lease stamp, resumed) or None
+        when another runner holds it (or it already finished). Compare-and-set, so at most
+        one of any number of concurrent callers succeeds."""
+        now = timezone.now()
+        rows = self.filter(pk=prediction_id)
+        if rows.filter(status=Prediction.Status.QUEUED).update(
+            status=Prediction.Status.STARTING, updated_at=now
+        ):
+            resumed = False
+        elif (
+            rows.filter(status__in=Prediction.ACTIVE_STATUSES)
+            .filter(updated_at__lt=now - timedelta(seconds=lease))
+            .update(updated_at=now)
+        ):
+            resumed = True
+        else:
+            return None
+        prediction = rows.select_related("model", "model__token").get()
+        return prediction, now, resumed
+
+    def claimable(self, lease: float, limit: int = 500) -> list[uuid.UUID]:
+        """Active predictions whose runner went quiet for a lease period (or never started)."""
+        stale = self.stale(timedelta(seconds=lease)).order_by("updated_at")
+        return list(stale.values_list("pk", flat=True)[:limit])
+
+    def fenced_update(
+        self,
+        prediction_id: uuid.UUID,
+        lease: datetime,
+        stamp: datetime,
+        fields: dict[str, Any],
+        watch: bool,
+    ) -> tuple[bool, bool]:
+        """Write `fields` if the runner still holds the row (it is still stamped `lease`),
+        stamping it `stamp`. Returns (written, cancel requested).
+
+        With `watch`, the first UPDATE also requires that nobody asked to cancel, so noticing
+        a cancel costs a second UPDATE once instead of a SELECT on every write.
+        """
+        rows = self.filter(pk=prediction_id, updated_at=lease)
+        if watch and rows.filter(cancel_requested_at__isnull=True).update(
+            updated_at=stamp, **fields
+        ):
+            return True, False
+        if rows.update(updated_at=stamp, **fields):
+            return True, True
+        return False, False
+
     def filtered_history(
         self,
         *,

@@ -132,51 +132,6 @@ def _human_duration(seconds: float) -> str:
     return f"{seconds:g} seconds"
 
 
-# ---------------------------------------------------------------------------- claims
-
-
-def claim(prediction_id: uuid.UUID, lease: float) -> tuple[Prediction, datetime, bool] | None:
-    """Take the prediction for this runner: (row, our lease stamp, resumed) or None when
-    another runner holds it (or it already finished). Compare-and-set, so at most one of
-    any number of concurrent callers succeeds."""
-    now = timezone.now()
-    rows = Prediction.objects.filter(pk=prediction_id)
-    if rows.filter(status=Status.QUEUED).update(status=Status.STARTING, updated_at=now):
-        resumed = False
-    elif (
-        rows.filter(status__in=Prediction.ACTIVE_STATUSES)
-        .filter(updated_at__lt=now - timedelta(seconds=lease))
-        .update(updated_at=now)
-    ):
-        resumed = True
-    else:
-        return None
-    prediction = rows.select_related("model", "model__token").get()
-    return prediction, now, resumed
-
-
-def claimable(lease: float, limit: int = 500) -> list[uuid.UUID]:
-    """Active predictions whose runner went quiet for a lease period (or never started)."""
-    stale = Prediction.objects.stale(timedelta(seconds=lease)).order_by("updated_at")
-    return list(stale.values_list("pk", flat=True)[:limit])
-
-
-def _fenced_update(
-    prediction_id: uuid.UUID, lease: datetime, stamp: datetime, fields: dict[str, Any], watch: bool
-) -> tuple[bool, bool]:
-    """Write `fields` if we still hold the row. Returns (written, cancel requested).
-
-    With `watch`, the first UPDATE also requires that nobody asked to cancel, so noticing
-    a cancel costs a second UPDATE once instead of a SELECT on every write.
-    """
-    rows = Prediction.objects.filter(pk=prediction_id, updated_at=lease)
-    if watch and rows.filter(cancel_requested_at__isnull=True).update(updated_at=stamp, **fields):
-        return True, False
-    if rows.update(updated_at=stamp, **fields):
-        return True, True
-    return False, False
-
-
 def _token(prediction: Prediction) -> ApiToken | None:
     token = prediction.model.resolve_token() if prediction.model else None
     return token if token is not None else ApiToken.objects.default()
@@ -312,8 +267,8 @@ async def cancel(prediction: Prediction) -> bool:
 def _claim_with_credentials(
     prediction_id: uuid.UUID, lease: float
 ) -> tuple[Prediction, datetime, bool, Credentials | UpstreamError, int | None] | None:
-    """claim() and the token to use (credentials and its pk), in one trip to a DB thread."""
-    claimed = claim(prediction_id, lease)
+    """The claim and the token to use (credentials and its pk), in one trip to a DB thread."""
+    claimed = Prediction.objects.claim(prediction_id, lease)
     if claimed is None:
         return None
     token = _token(claimed[0])
@@ -705,7 +660,9 @@ class Run:
         new_lease = stamp or timezone.now()
         values = {**self._state_fields(), **(fields or {})}
         update = asyncio.ensure_future(
-            db(_fenced_update)(self.pk, self.lease, new_lease, values, not self.canceling)
+            db(Prediction.objects.fenced_update)(
+                self.pk, self.lease, new_lease, values, not self.canceling
+            )
         )
         try:
             written, cancel = await asyncio.shield(update)
