@@ -14,7 +14,7 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
-from . import crypto, untrusted
+from . import crypto, untrusted, upstream
 
 # Replicate's owner and model names: lowercase letters, digits, dashes, underscores, dots.
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*\Z")
@@ -226,11 +226,16 @@ class CatalogModel(models.Model):
         return self.input_schema, self.output_schema
 
     def resolve_token(self) -> ApiToken | None:
-        """The model's own token, else the default. A disabled own token is returned as is
-        (the run then fails saying so) rather than silently billing another account."""
+        """The token this model runs with: its own, else the default. The one place that
+        decides it. A disabled own token is returned as is (the run then fails saying so)
+        rather than silently billing another account."""
         if self.token_id:
             return self.token
         return ApiToken.objects.default()
+
+    def credentials(self) -> upstream.Credentials:
+        """The resolved token's credentials, or UpstreamError("config") saying what is wrong."""
+        return upstream.credentials_for(self.resolve_token())
 
 
 class ModelSchema(models.Model):
@@ -512,6 +517,17 @@ class Prediction(models.Model):
         if self.completed_at:
             return self.completed_at - self.created_at
         return None
+
+    def api_token(self) -> ApiToken | None:
+        """The token this prediction runs (and is canceled, and is checked) with: its
+        catalogue model's (`CatalogModel.resolve_token`), else the default."""
+        if self.model is not None:
+            return self.model.resolve_token()
+        return ApiToken.objects.default()
+
+    def credentials(self) -> upstream.Credentials:
+        """The token's credentials, or UpstreamError("config") saying what is wrong."""
+        return upstream.credentials_for(self.api_token())
 
     def request_cancel(self) -> bool:
         """Record a cancel request (True: canceled here, before any runner took it) and

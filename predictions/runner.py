@@ -132,15 +132,6 @@ def _human_duration(seconds: float) -> str:
     return f"{seconds:g} seconds"
 
 
-def _token(prediction: Prediction) -> ApiToken | None:
-    token = prediction.model.resolve_token() if prediction.model else None
-    return token if token is not None else ApiToken.objects.default()
-
-
-def _credentials(prediction: Prediction) -> Credentials:
-    return upstream.credentials_for(_token(prediction))
-
-
 def _save_file(
     prediction_id: uuid.UUID, position: int, url: str, content: bytes, content_type: str
 ) -> OutputFile:
@@ -249,7 +240,7 @@ async def cancel(prediction: Prediction) -> bool:
         return False
     if prediction.is_active and prediction.upstream_id:
         try:
-            creds = await db(_credentials)(prediction)
+            creds = await db(prediction.credentials)()
             await upstream.cancel_prediction(creds, prediction.upstream_id)
         except UpstreamError as exc:
             # The runner asks again when it notices the request.
@@ -271,7 +262,7 @@ def _claim_with_credentials(
     claimed = Prediction.objects.claim(prediction_id, lease)
     if claimed is None:
         return None
-    token = _token(claimed[0])
+    token = claimed[0].api_token()
     try:
         creds: Credentials | UpstreamError = upstream.credentials_for(token)
     except UpstreamError as exc:

@@ -37,6 +37,17 @@ def test_a_disabled_own_token_is_not_silently_replaced_by_the_default(db: None) 
     assert model.resolve_token() == own
 
 
+def test_a_prediction_uses_its_model_s_token_else_the_default(alice: User) -> None:
+    default = make_token("default", is_default=True)
+    own = make_token("own")
+    pinned = CatalogModel.objects.create(owner="sandbox", name="image", token=own)
+    removed = Prediction.objects.create(owner=alice, model_ref="gone/model", model=None)
+    run = Prediction.objects.create(owner=alice, model_ref=pinned.ref, model=pinned)
+
+    assert (removed.api_token(), run.api_token()) == (default, own)
+    assert run.credentials().token == "r8_own_secret_value"
+
+
 def test_a_queued_prediction_is_claimed_by_one_runner_only(alice: User) -> None:
     prediction = Prediction.objects.create(owner=alice, model_ref="sandbox/text")
 
