@@ -38,8 +38,8 @@ import hashlib
 import logging
 import math
 import mimetypes
-import re
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -54,7 +54,7 @@ from . import events, logcontext, upstream
 from . import metrics as prom  # not `metrics`: a prediction has metrics too
 from .database import db
 from .models import ApiToken, OutputFile, Prediction
-from .upstream import Credentials, UpstreamError
+from .upstream import Credentials, UpstreamError, UpstreamPrediction
 
 logger = logging.getLogger(__name__)
 
@@ -84,21 +84,19 @@ DEADLINE_GRACE_SECONDS = 5.0
 # Clocks differ: look for an unrecorded create this long before the row was written.
 CLOCK_SKEW = timedelta(minutes=2)
 
-UPSTREAM_TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
-_CONSOLE_STATUS = {
-    "starting": Status.STARTING,
-    "processing": Status.PROCESSING,
-    "succeeded": Status.SUCCEEDED,
-    "failed": Status.FAILED,
-    "canceled": Status.CANCELED,
-    # Stopped by its deadline before it started: for a person, that is a cancel.
-    "aborted": Status.CANCELED,
-}
-_VERSION_ID = re.compile(r"^[0-9a-f]{64}$")
-
 
 class LeaseLost(Exception):
     """Another runner took the row over (or someone saved it): stop without writing."""
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How following a prediction ended: upstream's last word, and the console's verdict
+    where it decided the outcome itself."""
+
+    final: UpstreamPrediction | None  # None: upstream never said anything
+    error: str = ""  # a failure of ours: the prediction fails with this sentence
+    canceled: bool = False  # the console stopped it (its deadline, a cancel before create)
 
 
 def lease_seconds() -> float:
@@ -291,7 +289,7 @@ class Run:
         self.deadline_reason = ""
         # Whether the create asked Replicate to enforce the deadline (Cancel-After).
         self.cancel_after_sent = False
-        self.last_data: dict[str, Any] | None = None
+        self.last_data: UpstreamPrediction | None = None
 
         # What watchers have been sent (and what the row gets at each flush).
         self.seq = prediction.event_seq
@@ -326,13 +324,13 @@ class Run:
         self._last_write = loop.time()
         try:
             if isinstance(creds, UpstreamError):
-                await self.finish({"status": "failed"}, error=str(creds))
+                await self.finish(Ending(None, error=str(creds)))
                 return "finished"
             self.creds = creds
             self._pump_task = asyncio.create_task(self._pump(), name=f"pump-{self.pk}")
-            data, error = await self._supervised()
+            ending = await self._supervised()
             await self._stop_pump()
-            await self.finish(data, error=error)
+            await self.finish(ending)
             return "finished"
         except LeaseLost:
             logger.info("prediction %s: another runner took over", self.pk)
@@ -351,11 +349,8 @@ class Run:
             if self._background:  # the last feed update, a cancel request in flight
                 await asyncio.wait(set(self._background), timeout=15)
 
-    async def _supervised(self) -> tuple[dict[str, Any], str]:
-        """Follow upstream to the end, within the deadline, while the pump keeps running.
-
-        Returns the final upstream prediction and, for failures of ours, an error message.
-        """
+    async def _supervised(self) -> Ending:
+        """Follow upstream to the end, within the deadline, while the pump keeps running."""
         loop = asyncio.get_running_loop()
         assert self._pump_task is not None
         driver = asyncio.create_task(self._drive(), name=f"drive-{self.pk}")
@@ -375,7 +370,7 @@ class Run:
                 f"Stopped after {limit}: {self.p.model_ref} did not finish within its "
                 "deadline, so the console canceled it."
             )
-            return {**(self.last_data or {}), "status": "canceled"}, ""
+            return Ending(self.last_data, canceled=True)
         finally:
             if not driver.done():
                 driver.cancel()
@@ -384,42 +379,43 @@ class Run:
             self._pump_task.result()  # the pump failed first: raise its error
             raise RuntimeError("the prediction's driver stopped without a result")
         try:
-            return driver.result(), ""
+            return driver.result()
         except UpstreamError as exc:
             await self._cancel_upstream()
-            return self.last_data or {}, str(exc)
+            return Ending(self.last_data, error=str(exc))
         except (LeaseLost, asyncio.CancelledError):
             raise
         except Exception:
             logger.exception("prediction %s: unexpected error", self.pk)
             await self._cancel_upstream()
-            return self.last_data or {}, (
-                "The console hit an internal error while following this prediction "
-                "and stopped it; the details are in the server log."
+            return Ending(
+                self.last_data,
+                error="The console hit an internal error while following this prediction "
+                "and stopped it; the details are in the server log.",
             )
 
-    async def _drive(self) -> dict[str, Any]:
+    async def _drive(self) -> Ending:
         """Create (or pick up) the upstream prediction and follow it to a terminal state."""
         if self.resumed and self.upstream_id is None:
             # The last runner claimed the row, so it may have created upstream and died.
             found = await self._created_unrecorded()
             if found is not None:
-                self.upstream_id = str(found["id"])  # recorded by the reset below
+                self.upstream_id = found.id  # recorded by the reset below
         if self.resumed:
             data = await self._read() if self.upstream_id else None
             await self._reset(data)
-            if data is not None and data.get("status") in UPSTREAM_TERMINAL:
-                return data
+            if data is not None and data.is_terminal:
+                return Ending(data)
         if self.upstream_id is None:
             if self.canceling:
-                return {"status": "canceled"}  # asked before it ever reached Replicate
+                return Ending(None, canceled=True)  # asked before it ever reached Replicate
             data = await self._create()
             await self._record_created(data)
             if self.token_pk is not None:
                 await db(ApiToken.mark_used)(self.token_pk)
-            if data.get("status") in UPSTREAM_TERMINAL:
-                return data
-            if self.streams_text and (data.get("urls") or {}).get("stream"):
+            if data.is_terminal:
+                return Ending(data)
+            if self.streams_text and data.stream_url:
                 try:
                     await self._stream(data)
                 except UpstreamError as exc:
@@ -435,7 +431,7 @@ class Run:
         left = math.ceil((self.deadline_at - timezone.now()).total_seconds())
         return left if left >= upstream.MIN_CANCEL_AFTER_SECONDS else None
 
-    async def _create(self) -> dict[str, Any]:
+    async def _create(self) -> UpstreamPrediction:
         assert self.creds is not None
         hook = webhook_url()
         for attempt in range(1, CREATE_ATTEMPTS + 1):
@@ -481,7 +477,7 @@ class Run:
                 await asyncio.sleep(min(wait, CREATE_MAX_WAIT_SECONDS))
         raise AssertionError("unreachable")
 
-    async def _created_unrecorded(self) -> dict[str, Any] | None:
+    async def _created_unrecorded(self) -> UpstreamPrediction | None:
         """The upstream prediction a create for this row made, if one exists that no row
         has recorded (see "Create once" above); None when there is none (or no way to ask)."""
         assert self.creds is not None
@@ -493,21 +489,21 @@ class Run:
         ours = [
             data
             for data in recent
-            if data.get("model") == self.p.model_ref
-            and (not self.p.version or data.get("version") == self.p.version)
-            and data.get("input") == self.p.input
+            if data.model == self.p.model_ref
+            and (not self.p.version or data.version == self.p.version)
+            and data.input == self.p.input
         ]
         if not ours:
             return None
-        taken = await db(_recorded_ids)([str(data["id"]) for data in ours])
+        taken = await db(_recorded_ids)([data.id for data in ours])
         # Oldest first: of identical runs, the earliest create is the earliest row's.
         for data in reversed(ours):
-            if str(data["id"]) not in taken:
-                logger.info("prediction %s: adopting %s, created earlier", self.pk, data["id"])
+            if data.id not in taken:
+                logger.info("prediction %s: adopting %s, created earlier", self.pk, data.id)
                 return data
         return None
 
-    async def _read(self) -> dict[str, Any]:
+    async def _read(self) -> UpstreamPrediction:
         """GET the prediction, retrying transient failures a bounded number of times."""
         assert self.creds is not None and self.upstream_id is not None
         for attempt in range(1, READ_ATTEMPTS + 1):
@@ -523,7 +519,7 @@ class Run:
             return data
         raise AssertionError("unreachable")
 
-    async def _stream(self, data: dict[str, Any]) -> None:
+    async def _stream(self, data: UpstreamPrediction) -> None:
         """Consume server-sent events until `done` (or `error`); raises on a broken stream."""
         assert self.creds is not None
         async for event in upstream.stream_events(self.creds, data):
@@ -541,13 +537,13 @@ class Run:
             elif event.event in ("error", "done"):
                 return
 
-    async def _poll(self) -> dict[str, Any]:
+    async def _poll(self) -> Ending:
         """Poll until terminal; quick while things change, backing off while they don't."""
         delay = POLL_MIN_SECONDS
         while True:
             data = await self._read()
-            if data.get("status") in UPSTREAM_TERMINAL:
-                return data
+            if data.is_terminal:
+                return Ending(data)
             changed = await self._absorb(data)
             delay = POLL_MIN_SECONDS if changed else min(delay * 1.5, POLL_MAX_SECONDS)
             await asyncio.sleep(delay)
@@ -580,13 +576,13 @@ class Run:
     def _received_logs(self) -> str:
         return self.logs + "".join(self.pending_logs)
 
-    async def _absorb(self, data: dict[str, Any]) -> bool:
+    async def _absorb(self, data: UpstreamPrediction) -> bool:
         """Take a polled prediction in as deltas; True if anything changed."""
         self.last_data = data
         before = (len(self.pending_text), len(self.pending_logs), self.status, self.output)
-        self._set_status(_CONSOLE_STATUS.get(str(data.get("status")), Status.PROCESSING))
+        self._set_status(data.console_status or Status.PROCESSING)
         diverged = False
-        output = data.get("output")
+        output = data.output
         if self.streams_text:
             text = text_of(output)
             received = self._received_text()
@@ -598,7 +594,7 @@ class Run:
         elif output != self.output:
             self.output = output
             self.output_changed = True
-        logs = data.get("logs") or ""
+        logs = data.logs or ""
         received = self._received_logs()
         if logs != received:
             if logs.startswith(received):
@@ -615,20 +611,20 @@ class Run:
             return True
         return False
 
-    def _adopt(self, data: dict[str, Any]) -> None:
+    def _adopt(self, data: UpstreamPrediction) -> None:
         """Replace our state with upstream's (no deltas): used by resets."""
         self.pending_text.clear()
         self.pending_logs.clear()
-        output = data.get("output")
+        output = data.output
         if self.streams_text:
             self.text = text_of(output) or self.text
         else:
             self.output = output
-        self.logs = data.get("logs") or self.logs
-        self.status = _CONSOLE_STATUS.get(str(data.get("status")), self.status)
+        self.logs = data.logs or self.logs
+        self.status = data.console_status or self.status
         if self.status in Prediction.TERMINAL_STATUSES:
             self.status = Status.PROCESSING  # the terminal state is written by finish()
-        self.started_at = self.started_at or upstream.parse_time(data.get("started_at"))
+        self.started_at = self.started_at or data.started_at
 
     # ------------------------------------------------------------------ events and writes
 
@@ -767,16 +763,15 @@ class Run:
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    async def _record_created(self, data: dict[str, Any]) -> None:
+    async def _record_created(self, data: UpstreamPrediction) -> None:
         """Store the upstream id before anything else can happen, then announce it."""
         async with self._lock:
-            self.upstream_id = str(data["id"])
+            self.upstream_id = data.id
             self.last_data = data
-            reported = str(data.get("version") or "")
-            # Official models may answer "hidden"; then the requested version (if any) stands.
-            if _VERSION_ID.match(reported):
-                self.version = reported
-            self._set_status(_CONSOLE_STATUS.get(str(data.get("status")), Status.STARTING))
+            # Official models may not name it; then the requested version (if any) stands.
+            if data.version_id:
+                self.version = data.version_id
+            self._set_status(data.console_status or Status.STARTING)
             self.status_changed = False
             event = self._numbered(events.STATUS, status=self.status, canceling=self.canceling)
             try:
@@ -787,7 +782,7 @@ class Run:
             event["canceling"] = self.canceling  # the write may have noticed a cancel
             await self._send([event])
 
-    async def _reset(self, data: dict[str, Any] | None) -> None:
+    async def _reset(self, data: UpstreamPrediction | None) -> None:
         """Make every watcher start over from the row: see the module docstring."""
         async with self._lock:
             if data is not None:
@@ -810,23 +805,31 @@ class Run:
 
     # ------------------------------------------------------------------ the end
 
-    async def finish(self, data: dict[str, Any], *, error: str = "") -> None:
+    async def finish(self, ending: Ending) -> None:
         """Archive files, write the terminal row, publish `done`."""
-        upstream_status = str(data.get("status") or "failed")
-        status = Status.FAILED if error else _CONSOLE_STATUS.get(upstream_status, Status.FAILED)
+        final, error = ending.final, ending.error
+        status: str
+        if error:
+            status = Status.FAILED
+        elif ending.canceled:
+            status = Status.CANCELED
+        else:
+            status = (final.console_status if final else None) or Status.FAILED
         if not error and status == Status.FAILED:
-            error = str(data.get("error") or "").strip() or "The model failed without saying why."
+            reported = final.error.strip() if final else ""
+            error = reported or "The model failed without saying why."
         if status == Status.CANCELED and not error:
-            error = self._deadline_reason(upstream_status)
+            never_started = final is not None and final.never_started and not ending.canceled
+            error = self._deadline_reason(never_started)
         async with self._lock:
-            output = data.get("output", self.output)
+            output = final.output if final is not None else self.output
             final_text = text_of(output) if self.streams_text else None
             if final_text is not None:
                 received = self._received_text()
                 if final_text.startswith(received) and final_text != received:
                     # The tail watchers have not seen, as a delta, before `done`.
                     self.pending_text.append(final_text[len(received) :])
-            logs = data.get("logs")
+            logs = final.logs if final is not None else None
             if isinstance(logs, str) and logs.startswith(self._received_logs()):
                 self.pending_logs.append(logs[len(self._received_logs()) :])
             self.status_changed = False
@@ -847,10 +850,10 @@ class Run:
             self.output = output
             self.seq += 1  # the `done` event's number
             now = timezone.now()
-            completed_at = upstream.parse_time(data.get("completed_at")) or now
-            started_at = self.started_at or upstream.parse_time(data.get("started_at"))
-            metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
-            final = {
+            completed_at = (final.completed_at if final else None) or now
+            started_at = self.started_at or (final.started_at if final else None)
+            metrics = final.metrics if final else {}
+            terminal = {
                 "status": status,
                 "output": output,
                 "error": error,
@@ -858,8 +861,8 @@ class Run:
                 "started_at": started_at,
                 "completed_at": completed_at,
             }
-            await self._write(final)
-            for name, value in {**self._state_fields(), **final}.items():
+            await self._write(terminal)
+            for name, value in {**self._state_fields(), **terminal}.items():
                 setattr(self.p, name, value)
             done = {
                 "type": events.DONE,
@@ -871,19 +874,19 @@ class Run:
         logger.info("prediction %s: %s", self.pk, status)
         prom.finished(self.p.model_ref, status)
 
-    def _deadline_reason(self, upstream_status: str) -> str:
+    def _deadline_reason(self, never_started: bool) -> str:
         """Why a prediction nobody canceled ended canceled: its deadline (ours or upstream's)."""
         if self.deadline_reason:
             return self.deadline_reason  # the console's own timer
         if self.canceling:
             return ""  # someone pressed cancel
         limit = _human_duration(self.deadline_seconds)
-        if upstream_status == "aborted":
+        if never_started:
             return (
                 f"Canceled: {self.p.model_ref} had not started within its {limit} deadline, "
                 "so Replicate stopped it before it ran (not billed)."
             )
-        asked = self.cancel_after_sent or (self.last_data or {}).get("deadline")
+        asked = self.cancel_after_sent or (self.last_data and self.last_data.deadline)
         # (A cancel well before the deadline came from elsewhere, e.g. Replicate's web page.)
         if asked and timezone.now() >= self.deadline_at - timedelta(seconds=1):
             return (

@@ -364,7 +364,7 @@ async def test_a_runner_that_died_before_saving_the_upstream_id_is_resumed_not_r
     assert await runner.run_prediction(row.pk) == "finished"
 
     final = await Prediction.objects.aget(pk=row.pk)
-    assert final.upstream_id == created["id"]
+    assert final.upstream_id == created.id
     assert final.status == "succeeded"
     assert final.text_output == expected_text(prompt, 4, 30)
     assert await creates_for(sandbox_url, sandbox_token, prompt) == 1
