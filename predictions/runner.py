@@ -34,23 +34,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import math
-import mimetypes
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.text import get_valid_filename
 
-from . import events, logcontext, upstream
+from . import archive, events, logcontext, upstream
 from . import metrics as prom  # not `metrics`: a prediction has metrics too
 from .database import db
 from .models import ApiToken, OutputFile, Prediction
@@ -72,14 +67,9 @@ CREATE_ATTEMPTS = 5
 CREATE_MAX_WAIT_SECONDS = 30.0
 # Consecutive failed reads (5xx, network) before the prediction is given up as failed.
 READ_ATTEMPTS = 8
-# An output file download that fails for a passing reason (5xx, 429, network) is tried this
-# many times in all, waiting twice as long each time from the first wait; then its URL is kept.
-DOWNLOAD_ATTEMPTS = 4
-DOWNLOAD_FIRST_WAIT_SECONDS = 0.5
 # Replicate's own Cancel-After stops a prediction at its deadline; the console's timer
 # waits this much longer, as the fallback when upstream did not (or could not be asked).
 DEADLINE_GRACE_SECONDS = 5.0
-# Output files larger than this stay on Replicate (their URL is kept).
 
 # Clocks differ: look for an unrecorded create this long before the row was written.
 CLOCK_SKEW = timedelta(minutes=2)
@@ -104,10 +94,6 @@ def lease_seconds() -> float:
     return settings.PREDICTION_LEASE_SECONDS
 
 
-def max_file_bytes() -> int:
-    return settings.PREDICTION_MAX_FILE_BYTES
-
-
 def webhook_url() -> str | None:
     public = getattr(settings, "PUBLIC_URL", "")
     return public.rstrip("/") + reverse("predictions:webhook") if public else None
@@ -130,77 +116,9 @@ def _human_duration(seconds: float) -> str:
     return f"{seconds:g} seconds"
 
 
-def _save_file(
-    prediction_id: uuid.UUID, position: int, url: str, content: bytes, content_type: str
-) -> OutputFile:
-    name = _file_name(url, position, content_type)
-    output_file = OutputFile(
-        prediction_id=prediction_id,
-        position=position,
-        content_type=content_type[:100],
-        size=len(content),
-        sha256=hashlib.sha256(content).hexdigest(),
-        # A data: URI is the file itself; keep only its header.
-        original_url=url if not url.startswith("data:") else url.split(",", 1)[0][:200],
-    )
-    output_file.file.save(name, ContentFile(content), save=False)
-    output_file.save()
-    return output_file
-
-
-def _file_name(url: str, position: int, content_type: str) -> str:
-    if not url.startswith("data:"):
-        base = get_valid_filename(unquote(urlsplit(url).path.rsplit("/", 1)[-1]))
-        if base and "." in base:
-            return base[-100:]
-    extension = mimetypes.guess_extension(content_type) or ""
-    return f"output-{position}{extension}"
-
-
 def _recorded_ids(upstream_ids: list[str]) -> set[str]:
     recorded = Prediction.objects.filter(upstream_id__in=upstream_ids)
     return set(recorded.values_list("upstream_id", flat=True))
-
-
-def _existing_files(prediction_id: uuid.UUID) -> dict[int, OutputFile]:
-    return {f.position: f for f in OutputFile.objects.filter(prediction_id=prediction_id)}
-
-
-def _file_urls(output: Any) -> list[str]:
-    """Every URL (or data: URI) in an output, in a stable order (lists, then dict values)."""
-    found: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, str):
-            if value.startswith(("https://", "http://", "data:")):
-                found.append(value)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
-        elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-
-    walk(output)
-    return found
-
-
-def _rewrite_urls(output: Any, ours: dict[int, str]) -> Any:
-    """The output with the n-th URL replaced by ours[n] (where we have a copy)."""
-    counter = iter(range(1_000_000))
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, str):
-            if value.startswith(("https://", "http://", "data:")):
-                return ours.get(next(counter), value)
-            return value
-        if isinstance(value, list):
-            return [walk(item) for item in value]
-        if isinstance(value, dict):
-            return {key: walk(item) for key, item in value.items()}
-        return value
-
-    return walk(output)
 
 
 # ---------------------------------------------------------------------------- the run
@@ -840,9 +758,9 @@ class Run:
                 self.logs = logs
 
             files: list[OutputFile] = []
-            if not self.streams_text:
+            if not self.streams_text and self.creds is not None:
                 # Failed and canceled runs may have made files too: they expire all the same.
-                output, files = await self._archive(output)
+                output, files = await archive.archive(self.pk, output, self.creds)
                 if files:
                     listing = [events.serialize_file(self.pk, f) for f in files]
                     await self._send([self._numbered(events.FILES, files=listing)])
@@ -894,44 +812,3 @@ class Run:
                 "so Replicate stopped it."
             )
         return ""
-
-    async def _download(self, url: str) -> tuple[bytes, str]:
-        """One output file, retrying passing failures with backoff (bounded)."""
-        assert self.creds is not None
-        wait = DOWNLOAD_FIRST_WAIT_SECONDS
-        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
-            try:
-                return await upstream.download_file(self.creds, url, max_bytes=max_file_bytes())
-            except UpstreamError as exc:
-                if not exc.retryable or attempt == DOWNLOAD_ATTEMPTS:
-                    raise
-                logger.info("prediction %s: download attempt %d: %s", self.pk, attempt, exc)
-                await asyncio.sleep(exc.retry_after if exc.retry_after else wait)
-                wait *= 2
-        raise AssertionError("unreachable")
-
-    async def _archive(self, output: Any) -> tuple[Any, list[OutputFile]]:
-        """Copy output files into our storage; the output then points at our copies."""
-        urls = _file_urls(output)
-        if not urls:
-            return output, []
-        assert self.creds is not None
-        existing = await db(_existing_files)(self.pk)
-        saved: dict[int, OutputFile] = {}
-        for position, url in enumerate(urls):
-            if position in existing:
-                saved[position] = existing[position]  # copied before a restart
-                continue
-            try:
-                content, content_type = await self._download(url)
-            except UpstreamError as exc:
-                prom.archive_failed()
-                logger.warning(
-                    "prediction %s: output file %d not copied: %s", self.pk, position, exc
-                )
-                continue
-            saved[position] = await db(_save_file)(self.pk, position, url, content, content_type)
-        ours = {
-            position: reverse("predictions:file", args=[self.pk, position]) for position in saved
-        }
-        return _rewrite_urls(output, ours), [saved[p] for p in sorted(saved)]
