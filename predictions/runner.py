@@ -14,8 +14,9 @@ on a worker's event loop). It is safe to call any number of times, anywhere:
   network) left a prediction upstream that no row names: the next runner looks for it
   among the account's recent predictions (same model, version and input, created after
   the row, not another row's) and adopts it rather than creating a second.
-- **Events.** Tokens, logs, progress and status go out as numbered events (events.py),
-  batched: the first at once, then at most every BATCH_SECONDS. The row is written about
+- **Events.** Tokens, logs, progress and status go out as numbered events (events.py;
+  the numbering and what was sent are relay_state.py), batched: the first at once, then
+  at most every BATCH_SECONDS. The row is written about
   once a second, never per token, with `event_seq` in the same UPDATE as the text and
   logs, so a row is always a consistent snapshot as of its seq.
 - **Resume = reset.** A runner that takes over cannot know what a dead one published
@@ -23,7 +24,8 @@ on a worker's event loop). It is safe to call any number of times, anywhere:
   log knows the highest), writes the authoritative state from upstream under the next
   one, and only then publishes. Every watcher sees the gap and re-reads that row.
 - **The end.** The final prediction is fetched, output files are copied into our storage
-  and the output rewritten to our URLs, the row is written, then `done` is published.
+  and the output rewritten to our URLs (archive.py), the row is written, then `done` is
+  published.
 - **Nothing stays active.** Create is retried on 429/5xx (bounded, honouring
   Retry-After); a broken stream falls back to polling; reads are retried (bounded);
   a per-model deadline cancels upstream; any other error fails the prediction with a
@@ -49,6 +51,7 @@ from . import archive, events, logcontext, upstream
 from . import metrics as prom  # not `metrics`: a prediction has metrics too
 from .database import db
 from .models import ApiToken, OutputFile, Prediction
+from .relay_state import RelayState
 from .upstream import Credentials, UpstreamError, UpstreamPrediction
 
 logger = logging.getLogger(__name__)
@@ -97,15 +100,6 @@ def lease_seconds() -> float:
 def webhook_url() -> str | None:
     public = getattr(settings, "PUBLIC_URL", "")
     return public.rstrip("/") + reverse("predictions:webhook") if public else None
-
-
-def text_of(output: Any) -> str | None:
-    """A text model's output as one string (Cog's iterator of strings is concatenated)."""
-    if isinstance(output, str):
-        return output
-    if isinstance(output, list) and all(isinstance(item, str) for item in output):
-        return "".join(output)
-    return None
 
 
 def _human_duration(seconds: float) -> str:
@@ -187,7 +181,9 @@ def _claim_with_credentials(
 
 
 class Run:
-    """One runner's in-memory state for one prediction. `main()` once."""
+    """One runner following one prediction: the asyncio side (the pump that publishes and
+    writes, the driver that follows upstream, the deadline). What watchers were told, and
+    what the row gets, is `self.state` (relay_state.py). `main()` once."""
 
     def __init__(self, prediction: Prediction, lease: datetime, resumed: bool) -> None:
         self.p = prediction
@@ -201,29 +197,13 @@ class Run:
         self.deadline_at = prediction.created_at + timedelta(seconds=deadline)
         self.creds: Credentials | None = None
         self.token_pk: int | None = None
-        self.upstream_id = prediction.upstream_id
-        self.version = prediction.version
+        self.state = RelayState(prediction, streams_text=self.streams_text)
         # Set when the deadline stopped it (ours or upstream's): the reason, for a person.
         self.deadline_reason = ""
         # Whether the create asked Replicate to enforce the deadline (Cancel-After).
         self.cancel_after_sent = False
         self.last_data: UpstreamPrediction | None = None
 
-        # What watchers have been sent (and what the row gets at each flush).
-        self.seq = prediction.event_seq
-        self.status = prediction.status
-        self.canceling = prediction.cancel_requested_at is not None
-        self.text = prediction.text_output
-        self.logs = prediction.logs
-        self.output = prediction.output
-        self.started_at = prediction.started_at
-        # Received but not yet published.
-        self.pending_text: list[str] = []
-        self.pending_logs: list[str] = []
-        self.status_changed = False
-        self.output_changed = False
-
-        self.flushed_seq = self.seq
         self.heartbeat = lease_seconds() / 6
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -233,6 +213,11 @@ class Run:
         self._cancel_sent = False
         self._background: set[asyncio.Task[None]] = set()
         self._user_status: asyncio.Task[None] | None = None
+
+    @property
+    def upstream_id(self) -> str | None:
+        """The upstream prediction's id once known (log lines name it: logcontext.py)."""
+        return self.state.upstream_id
 
     # ------------------------------------------------------------------ main
 
@@ -318,14 +303,14 @@ class Run:
             # The last runner claimed the row, so it may have created upstream and died.
             found = await self._created_unrecorded()
             if found is not None:
-                self.upstream_id = found.id  # recorded by the reset below
+                self.state.upstream_id = found.id  # recorded by the reset below
         if self.resumed:
             data = await self._read() if self.upstream_id else None
             await self._reset(data)
             if data is not None and data.is_terminal:
                 return Ending(data)
         if self.upstream_id is None:
-            if self.canceling:
+            if self.state.canceling:
                 return Ending(None, canceled=True)  # asked before it ever reached Replicate
             data = await self._create()
             await self._record_created(data)
@@ -359,7 +344,7 @@ class Run:
                 upstream.create_prediction(
                     self.creds,
                     model_ref=self.p.model_ref,
-                    version=self.version,
+                    version=self.state.version,
                     input=self.p.input,
                     stream=self.streams_text,
                     webhook=hook,
@@ -442,15 +427,15 @@ class Run:
         assert self.creds is not None
         async for event in upstream.stream_events(self.creds, data):
             if event.event == "output":
-                self._set_status(Status.PROCESSING)
+                self.state.set_status(Status.PROCESSING)
                 prom.received(self, output=True)
-                self.pending_text.append(event.data)
+                self.state.receive_text(event.data)
                 self._wake.set()
             elif event.event == "logs":
-                self._set_status(Status.PROCESSING)
+                self.state.set_status(Status.PROCESSING)
                 # Replicate's `logs` field is the lines joined with newlines.
                 prom.received(self, output=False)
-                self.pending_logs.append(event.data + "\n")
+                self.state.receive_logs(event.data + "\n")
                 self._wake.set()
             elif event.event in ("error", "done"):
                 return
@@ -478,95 +463,28 @@ class Run:
 
     # ------------------------------------------------------------------ state
 
-    def _set_status(self, status: str) -> None:
-        # Forward only: a late "starting" from a poll must not undo "processing".
-        order = (Status.QUEUED, Status.STARTING, Status.PROCESSING)
-        if status in order and order.index(status) > order.index(self.status):
-            self.status = status
-            self.status_changed = True
-            if status == Status.PROCESSING and self.started_at is None:
-                self.started_at = timezone.now()
-            self._wake.set()
-
-    def _received_text(self) -> str:
-        return self.text + "".join(self.pending_text)
-
-    def _received_logs(self) -> str:
-        return self.logs + "".join(self.pending_logs)
-
     async def _absorb(self, data: UpstreamPrediction) -> bool:
         """Take a polled prediction in as deltas; True if anything changed."""
         self.last_data = data
-        before = (len(self.pending_text), len(self.pending_logs), self.status, self.output)
-        self._set_status(data.console_status or Status.PROCESSING)
-        diverged = False
-        output = data.output
-        if self.streams_text:
-            text = text_of(output)
-            received = self._received_text()
-            if text is not None and text != received:
-                if text.startswith(received):
-                    self.pending_text.append(text[len(received) :])
-                else:
-                    diverged = True
-        elif output != self.output:
-            self.output = output
-            self.output_changed = True
-        logs = data.logs or ""
-        received = self._received_logs()
-        if logs != received:
-            if logs.startswith(received):
-                self.pending_logs.append(logs[len(received) :])
-            else:
-                diverged = True
-        if diverged:
+        absorbed = self.state.absorb(data)
+        if absorbed == "diverged":
             # Not a continuation of what watchers have: start them over from the row.
             await self._reset(data)
             return True
-        after = (len(self.pending_text), len(self.pending_logs), self.status, self.output)
-        if after != before or self.output_changed:
+        if absorbed == "changed":
             self._wake.set()
             return True
         return False
 
-    def _adopt(self, data: UpstreamPrediction) -> None:
-        """Replace our state with upstream's (no deltas): used by resets."""
-        self.pending_text.clear()
-        self.pending_logs.clear()
-        output = data.output
-        if self.streams_text:
-            self.text = text_of(output) or self.text
-        else:
-            self.output = output
-        self.logs = data.logs or self.logs
-        self.status = data.console_status or self.status
-        if self.status in Prediction.TERMINAL_STATUSES:
-            self.status = Status.PROCESSING  # the terminal state is written by finish()
-        self.started_at = self.started_at or data.started_at
-
     # ------------------------------------------------------------------ events and writes
-
-    def _state_fields(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "status": self.status,
-            "text_output": self.text,
-            "logs": self.logs,
-            "event_seq": self.seq,
-            "started_at": self.started_at,
-            "upstream_id": self.upstream_id,
-            "version": self.version,
-        }
-        if not self.streams_text:
-            fields["output"] = self.output
-        return fields
 
     async def _write(self, fields: dict[str, Any] | None = None, *, stamp: Any = None) -> None:
         """Write our state (plus `fields`) if we still hold the row; raise LeaseLost if not."""
         new_lease = stamp or timezone.now()
-        values = {**self._state_fields(), **(fields or {})}
+        values = {**self.state.row_fields(), **(fields or {})}
         update = asyncio.ensure_future(
             db(Prediction.objects.fenced_update)(
-                self.pk, self.lease, new_lease, values, not self.canceling
+                self.pk, self.lease, new_lease, values, not self.state.canceling
             )
         )
         try:
@@ -581,12 +499,10 @@ class Run:
         if not written:
             raise LeaseLost
         self.lease = new_lease
-        self.flushed_seq = self.seq
+        self.state.written_seq = values["event_seq"]
         self._last_write = asyncio.get_running_loop().time()
-        if cancel and not self.canceling:
+        if cancel and self.state.notice_cancel():
             # Someone pressed cancel: show it, and make sure upstream heard it.
-            self.canceling = True
-            self.status_changed = True
             self._wake.set()
             if self.upstream_id and not self._cancel_sent:
                 self._cancel_sent = True
@@ -594,39 +510,6 @@ class Run:
                 task = asyncio.create_task(self._cancel_upstream())
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
-
-    def _numbered(self, kind: str, **body: Any) -> dict[str, Any]:
-        self.seq += 1
-        return {"type": kind, "seq": self.seq, **body}
-
-    def _take_pending(self) -> list[dict[str, Any]]:
-        """Turn what was received into numbered events, updating our state as of each seq.
-
-        Synchronous on purpose: no write can see the text without its seq or vice versa.
-        """
-        batch = []
-        if self.status_changed:
-            self.status_changed = False
-            batch.append(
-                self._numbered(events.STATUS, status=self.status, canceling=self.canceling)
-            )
-        if self.pending_text:
-            delta = "".join(self.pending_text)
-            self.pending_text.clear()
-            self.text += delta
-            batch.append(self._numbered(events.OUTPUT, text=delta))
-        if self.output_changed:
-            self.output_changed = False
-            batch.append(self._numbered(events.OUTPUT, output=self.output))
-        if self.pending_logs:
-            delta = "".join(self.pending_logs)
-            self.pending_logs.clear()
-            self.logs += delta
-            batch.append(self._numbered(events.LOGS, text=delta))
-            progress = events.parse_progress(delta)
-            if progress is not None:
-                batch.append(self._numbered(events.PROGRESS, **progress))
-        return batch
 
     async def _send(self, batch: list[dict[str, Any]]) -> None:
         received_at = prom.take_received(self)
@@ -640,7 +523,9 @@ class Run:
     def _send_user_status(self) -> None:
         """Tell the owner's feed, in the background: a user with many tabs open must not
         slow this prediction's tokens. Each waits for the one before, so they stay in order."""
-        event = events.user_status_event(self.pk, self.status, self.p.model_ref, self.canceling)
+        event = events.user_status_event(
+            self.pk, self.state.status, self.p.model_ref, self.state.canceling
+        )
         previous = self._user_status
 
         async def push() -> None:
@@ -654,7 +539,7 @@ class Run:
 
     def _write_due(self, now: float) -> float:
         """Seconds until the next write is due (<= 0: now)."""
-        if self.seq != self.flushed_seq or self.status_changed:
+        if self.state.unwritten:
             return self._last_write + FLUSH_SECONDS - now
         return self._last_write + self.heartbeat - now
 
@@ -670,7 +555,7 @@ class Run:
                 await asyncio.sleep(pause)
             self._wake.clear()
             async with self._lock:
-                await self._send(self._take_pending())
+                await self._send(self.state.take_pending())
                 if self._write_due(loop.time()) <= 0:
                     await self._write()
 
@@ -684,33 +569,25 @@ class Run:
     async def _record_created(self, data: UpstreamPrediction) -> None:
         """Store the upstream id before anything else can happen, then announce it."""
         async with self._lock:
-            self.upstream_id = data.id
             self.last_data = data
-            # Official models may not name it; then the requested version (if any) stands.
-            if data.version_id:
-                self.version = data.version_id
-            self._set_status(data.console_status or Status.STARTING)
-            self.status_changed = False
-            event = self._numbered(events.STATUS, status=self.status, canceling=self.canceling)
+            event = self.state.record_created(data)
             try:
                 await self._write()
             except LeaseLost:
                 await self._cancel_upstream()  # nobody would ever follow this one
                 raise
-            event["canceling"] = self.canceling  # the write may have noticed a cancel
+            event["canceling"] = self.state.canceling  # the write may have noticed a cancel
             await self._send([event])
 
     async def _reset(self, data: UpstreamPrediction | None) -> None:
         """Make every watcher start over from the row: see the module docstring."""
         async with self._lock:
             if data is not None:
-                self._adopt(data)
+                self.state.adopt(data)
             else:
-                self._take_pending()  # fold anything received into our state
-            published = max(self.seq, await events.replay_log().last_seq(self.pk))
-            self.seq = published + 1  # never published: a gap for everyone
-            self.status_changed = False
-            event = self._numbered(events.STATUS, status=self.status, canceling=self.canceling)
+                self.state.take_pending()  # fold anything received into our state
+            published = await events.replay_log().last_seq(self.pk)
+            event = self.state.restart_after(published)
             await self._write()
             await self._send([event])
 
@@ -739,23 +616,10 @@ class Run:
         if status == Status.CANCELED and not error:
             never_started = final is not None and final.never_started and not ending.canceled
             error = self._deadline_reason(never_started)
+        state = self.state
         async with self._lock:
-            output = final.output if final is not None else self.output
-            final_text = text_of(output) if self.streams_text else None
-            if final_text is not None:
-                received = self._received_text()
-                if final_text.startswith(received) and final_text != received:
-                    # The tail watchers have not seen, as a delta, before `done`.
-                    self.pending_text.append(final_text[len(received) :])
-            logs = final.logs if final is not None else None
-            if isinstance(logs, str) and logs.startswith(self._received_logs()):
-                self.pending_logs.append(logs[len(self._received_logs()) :])
-            self.status_changed = False
-            await self._send(self._take_pending())
-            if final_text is not None:
-                self.text = final_text
-            if isinstance(logs, str):
-                self.logs = logs
+            output = final.output if final is not None else state.output
+            await self._send(state.take_final(output, final.logs if final else None))
 
             files: list[OutputFile] = []
             if not self.streams_text and self.creds is not None:
@@ -763,13 +627,11 @@ class Run:
                 output, files = await archive.archive(self.pk, output, self.creds)
                 if files:
                     listing = [events.serialize_file(self.pk, f) for f in files]
-                    await self._send([self._numbered(events.FILES, files=listing)])
-            self.status = status
-            self.output = output
-            self.seq += 1  # the `done` event's number
+                    await self._send([state.numbered(events.FILES, files=listing)])
+            done_seq = state.finish(status, output)
             now = timezone.now()
             completed_at = (final.completed_at if final else None) or now
-            started_at = self.started_at or (final.started_at if final else None)
+            started_at = state.started_at or (final.started_at if final else None)
             metrics = final.metrics if final else {}
             terminal = {
                 "status": status,
@@ -780,11 +642,11 @@ class Run:
                 "completed_at": completed_at,
             }
             await self._write(terminal)
-            for name, value in {**self._state_fields(), **terminal}.items():
+            for name, value in {**state.row_fields(), **terminal}.items():
                 setattr(self.p, name, value)
             done = {
                 "type": events.DONE,
-                "seq": self.seq,
+                "seq": done_seq,
                 "prediction": events.serialize_prediction(self.p, files),
             }
             await self._send([done])
@@ -796,7 +658,7 @@ class Run:
         """Why a prediction nobody canceled ended canceled: its deadline (ours or upstream's)."""
         if self.deadline_reason:
             return self.deadline_reason  # the console's own timer
-        if self.canceling:
+        if self.state.canceling:
             return ""  # someone pressed cancel
         limit = _human_duration(self.deadline_seconds)
         if never_started:
