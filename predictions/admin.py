@@ -95,9 +95,9 @@ def verify_token(request: HttpRequest, token: ApiToken) -> bool:
     return True
 
 
-def fetch_schema(model: CatalogModel, token: ApiToken | None = None) -> upstream.ModelSchema:
+def fetch_schema(model: CatalogModel) -> upstream.ModelSchema:
     """The pinned (or latest) version's schema and metadata; UpstreamError if unavailable."""
-    creds = upstream.credentials_for(token if token is not None else model.resolve_token())
+    creds = model.credentials()
     return upstream.call_sync(
         upstream.get_model_schema, creds, model.owner, model.name, model.version
     )
@@ -212,11 +212,13 @@ class CatalogModelForm(forms.ModelForm):
         stale = self.SCHEMA_FIELDS.intersection(self.changed_data) or not input_schema
         if stale or self.refresh_requested:
             candidate = CatalogModel(
-                owner=cleaned["owner"], name=cleaned["name"], version=cleaned.get("version", "")
+                owner=cleaned["owner"],
+                name=cleaned["name"],
+                version=cleaned.get("version", ""),
+                token=cleaned.get("token"),
             )
-            token = cleaned.get("token") or ApiToken.objects.default()
             try:
-                self.fetched = fetch_schema(candidate, token)
+                self.fetched = fetch_schema(candidate)
             except upstream.UpstreamError as exc:
                 raise forms.ValidationError(
                     f"Not saved: {candidate.ref} could not be checked with Replicate. {exc}"

@@ -148,7 +148,7 @@ class InlineExecutor:
         lease = runner.lease_seconds()
         while True:
             try:
-                for prediction_id in await db(runner.claimable)(lease):
+                for prediction_id in await db(Prediction.objects.claimable)(lease):
                     self._spawn(prediction_id)
             except Exception:
                 logger.exception("inline reconciler failed; trying again")

@@ -240,8 +240,7 @@ class PredictionForm(forms.Form):
         """Send the big files through the files API and put their URLs into the input."""
         if not self.pending:
             return
-        token = await db(self.model.resolve_token)()
-        creds = upstream.credentials_for(token)
+        creds = await db(self.model.credentials)()
         cleaned = self.cleaned_input
         for item in self.pending:
             content = await sync_to_async(item.upload.read)()

@@ -77,7 +77,7 @@ def received(run: Any, *, output: bool) -> None:
         run.metrics_received_at = now
     if output and not getattr(run, "metrics_first_token", False):
         run.metrics_first_token = True
-        if not run.resumed and not run.text:
+        if not run.resumed and not run.state.text:
             FIRST_TOKEN_SECONDS.observe(max(0.0, now - run.p.created_at.timestamp()))
 
 

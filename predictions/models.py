@@ -17,7 +17,7 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
-from . import crypto, untrusted
+from . import crypto, untrusted, upstream
 
 # Replicate's owner and model names: lowercase letters, digits, dashes, underscores, dots.
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*\Z")
@@ -229,11 +229,16 @@ class CatalogModel(models.Model):
         return self.input_schema, self.output_schema
 
     def resolve_token(self) -> ApiToken | None:
-        """The model's own token, else the default. A disabled own token is returned as is
-        (the run then fails saying so) rather than silently billing another account."""
+        """The token this model runs with: its own, else the default. The one place that
+        decides it. A disabled own token is returned as is (the run then fails saying so)
+        rather than silently billing another account."""
         if self.token_id:
             return self.token
         return ApiToken.objects.default()
+
+    def credentials(self) -> upstream.Credentials:
+        """The resolved token's credentials, or UpstreamError("config") saying what is wrong."""
+        return upstream.credentials_for(self.resolve_token())
 
 
 class ModelSchema(models.Model):
@@ -273,6 +278,57 @@ class PredictionQuerySet(models.QuerySet):
     def stale(self, age: timedelta) -> "PredictionQuerySet":
         """Active predictions nobody has touched for `age`: their runner probably died."""
         return self.active().filter(updated_at__lt=timezone.now() - age)
+
+    def claim(
+        self, prediction_id: uuid.UUID, lease: float
+    ) -> "tuple[Prediction, datetime, bool] | None":
+        """Take the prediction for a runner: (row, the runner's lease stamp, resumed) or None
+        when another runner holds it (or it already finished). Compare-and-set, so at most
+        one of any number of concurrent callers succeeds."""
+        now = timezone.now()
+        rows = self.filter(pk=prediction_id)
+        if rows.filter(status=Prediction.Status.QUEUED).update(
+            status=Prediction.Status.STARTING, updated_at=now
+        ):
+            resumed = False
+        elif (
+            rows.filter(status__in=Prediction.ACTIVE_STATUSES)
+            .filter(updated_at__lt=now - timedelta(seconds=lease))
+            .update(updated_at=now)
+        ):
+            resumed = True
+        else:
+            return None
+        prediction = rows.select_related("model", "model__token").get()
+        return prediction, now, resumed
+
+    def claimable(self, lease: float, limit: int = 500) -> list[uuid.UUID]:
+        """Active predictions whose runner went quiet for a lease period (or never started)."""
+        stale = self.stale(timedelta(seconds=lease)).order_by("updated_at")
+        return list(stale.values_list("pk", flat=True)[:limit])
+
+    def fenced_update(
+        self,
+        prediction_id: uuid.UUID,
+        lease: datetime,
+        stamp: datetime,
+        fields: dict[str, Any],
+        watch: bool,
+    ) -> tuple[bool, bool]:
+        """Write `fields` if the runner still holds the row (it is still stamped `lease`),
+        stamping it `stamp`. Returns (written, cancel requested).
+
+        With `watch`, the first UPDATE also requires that nobody asked to cancel, so noticing
+        a cancel costs a second UPDATE once instead of a SELECT on every write.
+        """
+        rows = self.filter(pk=prediction_id, updated_at=lease)
+        if watch and rows.filter(cancel_requested_at__isnull=True).update(
+            updated_at=stamp, **fields
+        ):
+            return True, False
+        if rows.update(updated_at=stamp, **fields):
+            return True, True
+        return False, False
 
     def filtered_history(
         self,
@@ -464,6 +520,17 @@ class Prediction(models.Model):
         if self.completed_at:
             return self.completed_at - self.created_at
         return None
+
+    def api_token(self) -> ApiToken | None:
+        """The token this prediction runs (and is canceled, and is checked) with: its
+        catalogue model's (`CatalogModel.resolve_token`), else the default."""
+        if self.model is not None:
+            return self.model.resolve_token()
+        return ApiToken.objects.default()
+
+    def credentials(self) -> upstream.Credentials:
+        """The token's credentials, or UpstreamError("config") saying what is wrong."""
+        return upstream.credentials_for(self.api_token())
 
     def request_cancel(self) -> bool:
         """Record a cancel request (True: canceled here, before any runner took it) and

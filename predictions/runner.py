@@ -14,8 +14,9 @@ on a worker's event loop). It is safe to call any number of times, anywhere:
   network) left a prediction upstream that no row names: the next runner looks for it
   among the account's recent predictions (same model, version and input, created after
   the row, not another row's) and adopts it rather than creating a second.
-- **Events.** Tokens, logs, progress and status go out as numbered events (events.py),
-  batched: the first at once, then at most every BATCH_SECONDS. The row is written about
+- **Events.** Tokens, logs, progress and status go out as numbered events (events.py;
+  the numbering and what was sent are relay_state.py), batched: the first at once, then
+  at most every BATCH_SECONDS. The row is written about
   once a second, never per token, with `event_seq` in the same UPDATE as the text and
   logs, so a row is always a consistent snapshot as of its seq.
 - **Resume = reset.** A runner that takes over cannot know what a dead one published
@@ -23,7 +24,8 @@ on a worker's event loop). It is safe to call any number of times, anywhere:
   log knows the highest), writes the authoritative state from upstream under the next
   one, and only then publishes. Every watcher sees the gap and re-reads that row.
 - **The end.** The final prediction is fetched, output files are copied into our storage
-  and the output rewritten to our URLs, the row is written, then `done` is published.
+  and the output rewritten to our URLs (archive.py), the row is written, then `done` is
+  published.
 - **Nothing stays active.** Create is retried on 429/5xx (bounded, honouring
   Retry-After); a broken stream falls back to polling; reads are retried (bounded);
   a per-model deadline cancels upstream; any other error fails the prediction with a
@@ -34,27 +36,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import math
-import mimetypes
-import re
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.text import get_valid_filename
 
-from . import events, logcontext, upstream
+from . import archive, events, logcontext, upstream
 from . import metrics as prom  # not `metrics`: a prediction has metrics too
 from .database import db
 from .models import ApiToken, OutputFile, Prediction
-from .upstream import Credentials, UpstreamError
+from .relay_state import RelayState
+from .upstream import Credentials, UpstreamError, UpstreamPrediction
 
 logger = logging.getLogger(__name__)
 
@@ -72,33 +70,26 @@ CREATE_ATTEMPTS = 5
 CREATE_MAX_WAIT_SECONDS = 30.0
 # Consecutive failed reads (5xx, network) before the prediction is given up as failed.
 READ_ATTEMPTS = 8
-# An output file download that fails for a passing reason (5xx, 429, network) is tried this
-# many times in all, waiting twice as long each time from the first wait; then its URL is kept.
-DOWNLOAD_ATTEMPTS = 4
-DOWNLOAD_FIRST_WAIT_SECONDS = 0.5
 # Replicate's own Cancel-After stops a prediction at its deadline; the console's timer
 # waits this much longer, as the fallback when upstream did not (or could not be asked).
 DEADLINE_GRACE_SECONDS = 5.0
-# Output files larger than this stay on Replicate (their URL is kept).
 
 # Clocks differ: look for an unrecorded create this long before the row was written.
 CLOCK_SKEW = timedelta(minutes=2)
 
-UPSTREAM_TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
-_CONSOLE_STATUS = {
-    "starting": Status.STARTING,
-    "processing": Status.PROCESSING,
-    "succeeded": Status.SUCCEEDED,
-    "failed": Status.FAILED,
-    "canceled": Status.CANCELED,
-    # Stopped by its deadline before it started: for a person, that is a cancel.
-    "aborted": Status.CANCELED,
-}
-_VERSION_ID = re.compile(r"^[0-9a-f]{64}$")
-
 
 class LeaseLost(Exception):
     """Another runner took the row over (or someone saved it): stop without writing."""
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How following a prediction ended: upstream's last word, and the console's verdict
+    where it decided the outcome itself."""
+
+    final: UpstreamPrediction | None  # None: upstream never said anything
+    error: str = ""  # a failure of ours: the prediction fails with this sentence
+    canceled: bool = False  # the console stopped it (its deadline, a cancel before create)
 
 
 def lease_seconds() -> float:
@@ -106,22 +97,9 @@ def lease_seconds() -> float:
     return settings.PREDICTION_LEASE_SECONDS
 
 
-def max_file_bytes() -> int:
-    return settings.PREDICTION_MAX_FILE_BYTES
-
-
 def webhook_url() -> str | None:
     public = getattr(settings, "PUBLIC_URL", "")
     return public.rstrip("/") + reverse("predictions:webhook") if public else None
-
-
-def text_of(output: Any) -> str | None:
-    """A text model's output as one string (Cog's iterator of strings is concatenated)."""
-    if isinstance(output, str):
-        return output
-    if isinstance(output, list) and all(isinstance(item, str) for item in output):
-        return "".join(output)
-    return None
 
 
 def _human_duration(seconds: float) -> str:
@@ -132,131 +110,9 @@ def _human_duration(seconds: float) -> str:
     return f"{seconds:g} seconds"
 
 
-# ---------------------------------------------------------------------------- claims
-
-
-def claim(prediction_id: uuid.UUID, lease: float) -> tuple[Prediction, datetime, bool] | None:
-    """Take the prediction for this runner: (row, our lease stamp, resumed) or None when
-    another runner holds it (or it already finished). Compare-and-set, so at most one of
-    any number of concurrent callers succeeds."""
-    now = timezone.now()
-    rows = Prediction.objects.filter(pk=prediction_id)
-    if rows.filter(status=Status.QUEUED).update(status=Status.STARTING, updated_at=now):
-        resumed = False
-    elif (
-        rows.filter(status__in=Prediction.ACTIVE_STATUSES)
-        .filter(updated_at__lt=now - timedelta(seconds=lease))
-        .update(updated_at=now)
-    ):
-        resumed = True
-    else:
-        return None
-    prediction = rows.select_related("model", "model__token").get()
-    return prediction, now, resumed
-
-
-def claimable(lease: float, limit: int = 500) -> list[uuid.UUID]:
-    """Active predictions whose runner went quiet for a lease period (or never started)."""
-    stale = Prediction.objects.stale(timedelta(seconds=lease)).order_by("updated_at")
-    return list(stale.values_list("pk", flat=True)[:limit])
-
-
-def _fenced_update(
-    prediction_id: uuid.UUID, lease: datetime, stamp: datetime, fields: dict[str, Any], watch: bool
-) -> tuple[bool, bool]:
-    """Write `fields` if we still hold the row. Returns (written, cancel requested).
-
-    With `watch`, the first UPDATE also requires that nobody asked to cancel, so noticing
-    a cancel costs a second UPDATE once instead of a SELECT on every write.
-    """
-    rows = Prediction.objects.filter(pk=prediction_id, updated_at=lease)
-    if watch and rows.filter(cancel_requested_at__isnull=True).update(updated_at=stamp, **fields):
-        return True, False
-    if rows.update(updated_at=stamp, **fields):
-        return True, True
-    return False, False
-
-
-def _token(prediction: Prediction) -> ApiToken | None:
-    token = prediction.model.resolve_token() if prediction.model else None
-    return token if token is not None else ApiToken.objects.default()
-
-
-def _credentials(prediction: Prediction) -> Credentials:
-    return upstream.credentials_for(_token(prediction))
-
-
-def _save_file(
-    prediction_id: uuid.UUID, position: int, url: str, content: bytes, content_type: str
-) -> OutputFile:
-    name = _file_name(url, position, content_type)
-    output_file = OutputFile(
-        prediction_id=prediction_id,
-        position=position,
-        content_type=content_type[:100],
-        size=len(content),
-        sha256=hashlib.sha256(content).hexdigest(),
-        # A data: URI is the file itself; keep only its header.
-        original_url=url if not url.startswith("data:") else url.split(",", 1)[0][:200],
-    )
-    output_file.file.save(name, ContentFile(content), save=False)
-    output_file.save()
-    return output_file
-
-
-def _file_name(url: str, position: int, content_type: str) -> str:
-    if not url.startswith("data:"):
-        base = get_valid_filename(unquote(urlsplit(url).path.rsplit("/", 1)[-1]))
-        if base and "." in base:
-            return base[-100:]
-    extension = mimetypes.guess_extension(content_type) or ""
-    return f"output-{position}{extension}"
-
-
 def _recorded_ids(upstream_ids: list[str]) -> set[str]:
     recorded = Prediction.objects.filter(upstream_id__in=upstream_ids)
     return set(recorded.values_list("upstream_id", flat=True))
-
-
-def _existing_files(prediction_id: uuid.UUID) -> dict[int, OutputFile]:
-    return {f.position: f for f in OutputFile.objects.filter(prediction_id=prediction_id)}
-
-
-def _file_urls(output: Any) -> list[str]:
-    """Every URL (or data: URI) in an output, in a stable order (lists, then dict values)."""
-    found: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, str):
-            if value.startswith(("https://", "http://", "data:")):
-                found.append(value)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
-        elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-
-    walk(output)
-    return found
-
-
-def _rewrite_urls(output: Any, ours: dict[int, str]) -> Any:
-    """The output with the n-th URL replaced by ours[n] (where we have a copy)."""
-    counter = iter(range(1_000_000))
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, str):
-            if value.startswith(("https://", "http://", "data:")):
-                return ours.get(next(counter), value)
-            return value
-        if isinstance(value, list):
-            return [walk(item) for item in value]
-        if isinstance(value, dict):
-            return {key: walk(item) for key, item in value.items()}
-        return value
-
-    return walk(output)
 
 
 # ---------------------------------------------------------------------------- the run
@@ -294,7 +150,7 @@ async def cancel(prediction: Prediction) -> bool:
         return False
     if prediction.is_active and prediction.upstream_id:
         try:
-            creds = await db(_credentials)(prediction)
+            creds = await db(prediction.credentials)()
             await upstream.cancel_prediction(creds, prediction.upstream_id)
         except UpstreamError as exc:
             # The runner asks again when it notices the request.
@@ -312,11 +168,11 @@ async def cancel(prediction: Prediction) -> bool:
 def _claim_with_credentials(
     prediction_id: uuid.UUID, lease: float
 ) -> tuple[Prediction, datetime, bool, Credentials | UpstreamError, int | None] | None:
-    """claim() and the token to use (credentials and its pk), in one trip to a DB thread."""
-    claimed = claim(prediction_id, lease)
+    """The claim and the token to use (credentials and its pk), in one trip to a DB thread."""
+    claimed = Prediction.objects.claim(prediction_id, lease)
     if claimed is None:
         return None
-    token = _token(claimed[0])
+    token = claimed[0].api_token()
     try:
         creds: Credentials | UpstreamError = upstream.credentials_for(token)
     except UpstreamError as exc:
@@ -325,7 +181,9 @@ def _claim_with_credentials(
 
 
 class Run:
-    """One runner's in-memory state for one prediction. `main()` once."""
+    """One runner following one prediction: the asyncio side (the pump that publishes and
+    writes, the driver that follows upstream, the deadline). What watchers were told, and
+    what the row gets, is `self.state` (relay_state.py). `main()` once."""
 
     def __init__(self, prediction: Prediction, lease: datetime, resumed: bool) -> None:
         self.p = prediction
@@ -339,29 +197,13 @@ class Run:
         self.deadline_at = prediction.created_at + timedelta(seconds=deadline)
         self.creds: Credentials | None = None
         self.token_pk: int | None = None
-        self.upstream_id = prediction.upstream_id
-        self.version = prediction.version
+        self.state = RelayState(prediction, streams_text=self.streams_text)
         # Set when the deadline stopped it (ours or upstream's): the reason, for a person.
         self.deadline_reason = ""
         # Whether the create asked Replicate to enforce the deadline (Cancel-After).
         self.cancel_after_sent = False
-        self.last_data: dict[str, Any] | None = None
+        self.last_data: UpstreamPrediction | None = None
 
-        # What watchers have been sent (and what the row gets at each flush).
-        self.seq = prediction.event_seq
-        self.status = prediction.status
-        self.canceling = prediction.cancel_requested_at is not None
-        self.text = prediction.text_output
-        self.logs = prediction.logs
-        self.output = prediction.output
-        self.started_at = prediction.started_at
-        # Received but not yet published.
-        self.pending_text: list[str] = []
-        self.pending_logs: list[str] = []
-        self.status_changed = False
-        self.output_changed = False
-
-        self.flushed_seq = self.seq
         self.heartbeat = lease_seconds() / 6
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -372,6 +214,11 @@ class Run:
         self._background: set[asyncio.Task[None]] = set()
         self._user_status: asyncio.Task[None] | None = None
 
+    @property
+    def upstream_id(self) -> str | None:
+        """The upstream prediction's id once known (log lines name it: logcontext.py)."""
+        return self.state.upstream_id
+
     # ------------------------------------------------------------------ main
 
     async def main(self, creds: Credentials | UpstreamError) -> str:
@@ -380,13 +227,13 @@ class Run:
         self._last_write = loop.time()
         try:
             if isinstance(creds, UpstreamError):
-                await self.finish({"status": "failed"}, error=str(creds))
+                await self.finish(Ending(None, error=str(creds)))
                 return "finished"
             self.creds = creds
             self._pump_task = asyncio.create_task(self._pump(), name=f"pump-{self.pk}")
-            data, error = await self._supervised()
+            ending = await self._supervised()
             await self._stop_pump()
-            await self.finish(data, error=error)
+            await self.finish(ending)
             return "finished"
         except LeaseLost:
             logger.info("prediction %s: another runner took over", self.pk)
@@ -405,11 +252,8 @@ class Run:
             if self._background:  # the last feed update, a cancel request in flight
                 await asyncio.wait(set(self._background), timeout=15)
 
-    async def _supervised(self) -> tuple[dict[str, Any], str]:
-        """Follow upstream to the end, within the deadline, while the pump keeps running.
-
-        Returns the final upstream prediction and, for failures of ours, an error message.
-        """
+    async def _supervised(self) -> Ending:
+        """Follow upstream to the end, within the deadline, while the pump keeps running."""
         loop = asyncio.get_running_loop()
         assert self._pump_task is not None
         driver = asyncio.create_task(self._drive(), name=f"drive-{self.pk}")
@@ -429,7 +273,7 @@ class Run:
                 f"Stopped after {limit}: {self.p.model_ref} did not finish within its "
                 "deadline, so the console canceled it."
             )
-            return {**(self.last_data or {}), "status": "canceled"}, ""
+            return Ending(self.last_data, canceled=True)
         finally:
             if not driver.done():
                 driver.cancel()
@@ -438,42 +282,43 @@ class Run:
             self._pump_task.result()  # the pump failed first: raise its error
             raise RuntimeError("the prediction's driver stopped without a result")
         try:
-            return driver.result(), ""
+            return driver.result()
         except UpstreamError as exc:
             await self._cancel_upstream()
-            return self.last_data or {}, str(exc)
+            return Ending(self.last_data, error=str(exc))
         except (LeaseLost, asyncio.CancelledError):
             raise
         except Exception:
             logger.exception("prediction %s: unexpected error", self.pk)
             await self._cancel_upstream()
-            return self.last_data or {}, (
-                "The console hit an internal error while following this prediction "
-                "and stopped it; the details are in the server log."
+            return Ending(
+                self.last_data,
+                error="The console hit an internal error while following this prediction "
+                "and stopped it; the details are in the server log.",
             )
 
-    async def _drive(self) -> dict[str, Any]:
+    async def _drive(self) -> Ending:
         """Create (or pick up) the upstream prediction and follow it to a terminal state."""
         if self.resumed and self.upstream_id is None:
             # The last runner claimed the row, so it may have created upstream and died.
             found = await self._created_unrecorded()
             if found is not None:
-                self.upstream_id = str(found["id"])  # recorded by the reset below
+                self.state.upstream_id = found.id  # recorded by the reset below
         if self.resumed:
             data = await self._read() if self.upstream_id else None
             await self._reset(data)
-            if data is not None and data.get("status") in UPSTREAM_TERMINAL:
-                return data
+            if data is not None and data.is_terminal:
+                return Ending(data)
         if self.upstream_id is None:
-            if self.canceling:
-                return {"status": "canceled"}  # asked before it ever reached Replicate
+            if self.state.canceling:
+                return Ending(None, canceled=True)  # asked before it ever reached Replicate
             data = await self._create()
             await self._record_created(data)
             if self.token_pk is not None:
                 await db(ApiToken.mark_used)(self.token_pk)
-            if data.get("status") in UPSTREAM_TERMINAL:
-                return data
-            if self.streams_text and (data.get("urls") or {}).get("stream"):
+            if data.is_terminal:
+                return Ending(data)
+            if self.streams_text and data.stream_url:
                 try:
                     await self._stream(data)
                 except UpstreamError as exc:
@@ -489,7 +334,7 @@ class Run:
         left = math.ceil((self.deadline_at - timezone.now()).total_seconds())
         return left if left >= upstream.MIN_CANCEL_AFTER_SECONDS else None
 
-    async def _create(self) -> dict[str, Any]:
+    async def _create(self) -> UpstreamPrediction:
         assert self.creds is not None
         hook = webhook_url()
         for attempt in range(1, CREATE_ATTEMPTS + 1):
@@ -499,7 +344,7 @@ class Run:
                 upstream.create_prediction(
                     self.creds,
                     model_ref=self.p.model_ref,
-                    version=self.version,
+                    version=self.state.version,
                     input=self.p.input,
                     stream=self.streams_text,
                     webhook=hook,
@@ -535,7 +380,7 @@ class Run:
                 await asyncio.sleep(min(wait, CREATE_MAX_WAIT_SECONDS))
         raise AssertionError("unreachable")
 
-    async def _created_unrecorded(self) -> dict[str, Any] | None:
+    async def _created_unrecorded(self) -> UpstreamPrediction | None:
         """The upstream prediction a create for this row made, if one exists that no row
         has recorded (see "Create once" above); None when there is none (or no way to ask)."""
         assert self.creds is not None
@@ -547,21 +392,21 @@ class Run:
         ours = [
             data
             for data in recent
-            if data.get("model") == self.p.model_ref
-            and (not self.p.version or data.get("version") == self.p.version)
-            and data.get("input") == self.p.input
+            if data.model == self.p.model_ref
+            and (not self.p.version or data.version == self.p.version)
+            and data.input == self.p.input
         ]
         if not ours:
             return None
-        taken = await db(_recorded_ids)([str(data["id"]) for data in ours])
+        taken = await db(_recorded_ids)([data.id for data in ours])
         # Oldest first: of identical runs, the earliest create is the earliest row's.
         for data in reversed(ours):
-            if str(data["id"]) not in taken:
-                logger.info("prediction %s: adopting %s, created earlier", self.pk, data["id"])
+            if data.id not in taken:
+                logger.info("prediction %s: adopting %s, created earlier", self.pk, data.id)
                 return data
         return None
 
-    async def _read(self) -> dict[str, Any]:
+    async def _read(self) -> UpstreamPrediction:
         """GET the prediction, retrying transient failures a bounded number of times."""
         assert self.creds is not None and self.upstream_id is not None
         for attempt in range(1, READ_ATTEMPTS + 1):
@@ -577,31 +422,31 @@ class Run:
             return data
         raise AssertionError("unreachable")
 
-    async def _stream(self, data: dict[str, Any]) -> None:
+    async def _stream(self, data: UpstreamPrediction) -> None:
         """Consume server-sent events until `done` (or `error`); raises on a broken stream."""
         assert self.creds is not None
         async for event in upstream.stream_events(self.creds, data):
             if event.event == "output":
-                self._set_status(Status.PROCESSING)
+                self.state.set_status(Status.PROCESSING)
                 prom.received(self, output=True)
-                self.pending_text.append(event.data)
+                self.state.receive_text(event.data)
                 self._wake.set()
             elif event.event == "logs":
-                self._set_status(Status.PROCESSING)
+                self.state.set_status(Status.PROCESSING)
                 # Replicate's `logs` field is the lines joined with newlines.
                 prom.received(self, output=False)
-                self.pending_logs.append(event.data + "\n")
+                self.state.receive_logs(event.data + "\n")
                 self._wake.set()
             elif event.event in ("error", "done"):
                 return
 
-    async def _poll(self) -> dict[str, Any]:
+    async def _poll(self) -> Ending:
         """Poll until terminal; quick while things change, backing off while they don't."""
         delay = POLL_MIN_SECONDS
         while True:
             data = await self._read()
-            if data.get("status") in UPSTREAM_TERMINAL:
-                return data
+            if data.is_terminal:
+                return Ending(data)
             changed = await self._absorb(data)
             delay = POLL_MIN_SECONDS if changed else min(delay * 1.5, POLL_MAX_SECONDS)
             await asyncio.sleep(delay)
@@ -618,94 +463,29 @@ class Run:
 
     # ------------------------------------------------------------------ state
 
-    def _set_status(self, status: str) -> None:
-        # Forward only: a late "starting" from a poll must not undo "processing".
-        order = (Status.QUEUED, Status.STARTING, Status.PROCESSING)
-        if status in order and order.index(status) > order.index(self.status):
-            self.status = status
-            self.status_changed = True
-            if status == Status.PROCESSING and self.started_at is None:
-                self.started_at = timezone.now()
-            self._wake.set()
-
-    def _received_text(self) -> str:
-        return self.text + "".join(self.pending_text)
-
-    def _received_logs(self) -> str:
-        return self.logs + "".join(self.pending_logs)
-
-    async def _absorb(self, data: dict[str, Any]) -> bool:
+    async def _absorb(self, data: UpstreamPrediction) -> bool:
         """Take a polled prediction in as deltas; True if anything changed."""
         self.last_data = data
-        before = (len(self.pending_text), len(self.pending_logs), self.status, self.output)
-        self._set_status(_CONSOLE_STATUS.get(str(data.get("status")), Status.PROCESSING))
-        diverged = False
-        output = data.get("output")
-        if self.streams_text:
-            text = text_of(output)
-            received = self._received_text()
-            if text is not None and text != received:
-                if text.startswith(received):
-                    self.pending_text.append(text[len(received) :])
-                else:
-                    diverged = True
-        elif output != self.output:
-            self.output = output
-            self.output_changed = True
-        logs = data.get("logs") or ""
-        received = self._received_logs()
-        if logs != received:
-            if logs.startswith(received):
-                self.pending_logs.append(logs[len(received) :])
-            else:
-                diverged = True
-        if diverged:
+        absorbed = self.state.absorb(data)
+        if absorbed == "diverged":
             # Not a continuation of what watchers have: start them over from the row.
             await self._reset(data)
             return True
-        after = (len(self.pending_text), len(self.pending_logs), self.status, self.output)
-        if after != before or self.output_changed:
+        if absorbed == "changed":
             self._wake.set()
             return True
         return False
 
-    def _adopt(self, data: dict[str, Any]) -> None:
-        """Replace our state with upstream's (no deltas): used by resets."""
-        self.pending_text.clear()
-        self.pending_logs.clear()
-        output = data.get("output")
-        if self.streams_text:
-            self.text = text_of(output) or self.text
-        else:
-            self.output = output
-        self.logs = data.get("logs") or self.logs
-        self.status = _CONSOLE_STATUS.get(str(data.get("status")), self.status)
-        if self.status in Prediction.TERMINAL_STATUSES:
-            self.status = Status.PROCESSING  # the terminal state is written by finish()
-        self.started_at = self.started_at or upstream.parse_time(data.get("started_at"))
-
     # ------------------------------------------------------------------ events and writes
-
-    def _state_fields(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "status": self.status,
-            "text_output": self.text,
-            "logs": self.logs,
-            "event_seq": self.seq,
-            "started_at": self.started_at,
-            "upstream_id": self.upstream_id,
-            "version": self.version,
-        }
-        if not self.streams_text:
-            fields["output"] = self.output
-        return fields
 
     async def _write(self, fields: dict[str, Any] | None = None, *, stamp: Any = None) -> None:
         """Write our state (plus `fields`) if we still hold the row; raise LeaseLost if not."""
         new_lease = stamp or timezone.now()
-        values = {**self._state_fields(), **(fields or {})}
+        values = {**self.state.row_fields(), **(fields or {})}
         update = asyncio.ensure_future(
-            db(_fenced_update)(self.pk, self.lease, new_lease, values, not self.canceling)
+            db(Prediction.objects.fenced_update)(
+                self.pk, self.lease, new_lease, values, not self.state.canceling
+            )
         )
         try:
             written, cancel = await asyncio.shield(update)
@@ -719,12 +499,10 @@ class Run:
         if not written:
             raise LeaseLost
         self.lease = new_lease
-        self.flushed_seq = self.seq
+        self.state.written_seq = values["event_seq"]
         self._last_write = asyncio.get_running_loop().time()
-        if cancel and not self.canceling:
+        if cancel and self.state.notice_cancel():
             # Someone pressed cancel: show it, and make sure upstream heard it.
-            self.canceling = True
-            self.status_changed = True
             self._wake.set()
             if self.upstream_id and not self._cancel_sent:
                 self._cancel_sent = True
@@ -732,39 +510,6 @@ class Run:
                 task = asyncio.create_task(self._cancel_upstream())
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
-
-    def _numbered(self, kind: str, **body: Any) -> dict[str, Any]:
-        self.seq += 1
-        return {"type": kind, "seq": self.seq, **body}
-
-    def _take_pending(self) -> list[dict[str, Any]]:
-        """Turn what was received into numbered events, updating our state as of each seq.
-
-        Synchronous on purpose: no write can see the text without its seq or vice versa.
-        """
-        batch = []
-        if self.status_changed:
-            self.status_changed = False
-            batch.append(
-                self._numbered(events.STATUS, status=self.status, canceling=self.canceling)
-            )
-        if self.pending_text:
-            delta = "".join(self.pending_text)
-            self.pending_text.clear()
-            self.text += delta
-            batch.append(self._numbered(events.OUTPUT, text=delta))
-        if self.output_changed:
-            self.output_changed = False
-            batch.append(self._numbered(events.OUTPUT, output=self.output))
-        if self.pending_logs:
-            delta = "".join(self.pending_logs)
-            self.pending_logs.clear()
-            self.logs += delta
-            batch.append(self._numbered(events.LOGS, text=delta))
-            progress = events.parse_progress(delta)
-            if progress is not None:
-                batch.append(self._numbered(events.PROGRESS, **progress))
-        return batch
 
     async def _send(self, batch: list[dict[str, Any]]) -> None:
         received_at = prom.take_received(self)
@@ -778,7 +523,9 @@ class Run:
     def _send_user_status(self) -> None:
         """Tell the owner's feed, in the background: a user with many tabs open must not
         slow this prediction's tokens. Each waits for the one before, so they stay in order."""
-        event = events.user_status_event(self.pk, self.status, self.p.model_ref, self.canceling)
+        event = events.user_status_event(
+            self.pk, self.state.status, self.p.model_ref, self.state.canceling
+        )
         previous = self._user_status
 
         async def push() -> None:
@@ -792,7 +539,7 @@ class Run:
 
     def _write_due(self, now: float) -> float:
         """Seconds until the next write is due (<= 0: now)."""
-        if self.seq != self.flushed_seq or self.status_changed:
+        if self.state.unwritten:
             return self._last_write + FLUSH_SECONDS - now
         return self._last_write + self.heartbeat - now
 
@@ -808,7 +555,7 @@ class Run:
                 await asyncio.sleep(pause)
             self._wake.clear()
             async with self._lock:
-                await self._send(self._take_pending())
+                await self._send(self.state.take_pending())
                 if self._write_due(loop.time()) <= 0:
                     await self._write()
 
@@ -819,37 +566,28 @@ class Run:
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    async def _record_created(self, data: dict[str, Any]) -> None:
+    async def _record_created(self, data: UpstreamPrediction) -> None:
         """Store the upstream id before anything else can happen, then announce it."""
         async with self._lock:
-            self.upstream_id = str(data["id"])
             self.last_data = data
-            reported = str(data.get("version") or "")
-            # Official models may answer "hidden"; then the requested version (if any) stands.
-            if _VERSION_ID.match(reported):
-                self.version = reported
-            self._set_status(_CONSOLE_STATUS.get(str(data.get("status")), Status.STARTING))
-            self.status_changed = False
-            event = self._numbered(events.STATUS, status=self.status, canceling=self.canceling)
+            event = self.state.record_created(data)
             try:
                 await self._write()
             except LeaseLost:
                 await self._cancel_upstream()  # nobody would ever follow this one
                 raise
-            event["canceling"] = self.canceling  # the write may have noticed a cancel
+            event["canceling"] = self.state.canceling  # the write may have noticed a cancel
             await self._send([event])
 
-    async def _reset(self, data: dict[str, Any] | None) -> None:
+    async def _reset(self, data: UpstreamPrediction | None) -> None:
         """Make every watcher start over from the row: see the module docstring."""
         async with self._lock:
             if data is not None:
-                self._adopt(data)
+                self.state.adopt(data)
             else:
-                self._take_pending()  # fold anything received into our state
-            published = max(self.seq, await events.replay_log().last_seq(self.pk))
-            self.seq = published + 1  # never published: a gap for everyone
-            self.status_changed = False
-            event = self._numbered(events.STATUS, status=self.status, canceling=self.canceling)
+                self.state.take_pending()  # fold anything received into our state
+            published = await events.replay_log().last_seq(self.pk)
+            event = self.state.restart_after(published)
             await self._write()
             await self._send([event])
 
@@ -862,47 +600,40 @@ class Run:
 
     # ------------------------------------------------------------------ the end
 
-    async def finish(self, data: dict[str, Any], *, error: str = "") -> None:
+    async def finish(self, ending: Ending) -> None:
         """Archive files, write the terminal row, publish `done`."""
-        upstream_status = str(data.get("status") or "failed")
-        status = Status.FAILED if error else _CONSOLE_STATUS.get(upstream_status, Status.FAILED)
+        final, error = ending.final, ending.error
+        status: str
+        if error:
+            status = Status.FAILED
+        elif ending.canceled:
+            status = Status.CANCELED
+        else:
+            status = (final.console_status if final else None) or Status.FAILED
         if not error and status == Status.FAILED:
-            error = str(data.get("error") or "").strip() or "The model failed without saying why."
+            reported = final.error.strip() if final else ""
+            error = reported or "The model failed without saying why."
         if status == Status.CANCELED and not error:
-            error = self._deadline_reason(upstream_status)
+            never_started = final is not None and final.never_started and not ending.canceled
+            error = self._deadline_reason(never_started)
+        state = self.state
         async with self._lock:
-            output = data.get("output", self.output)
-            final_text = text_of(output) if self.streams_text else None
-            if final_text is not None:
-                received = self._received_text()
-                if final_text.startswith(received) and final_text != received:
-                    # The tail watchers have not seen, as a delta, before `done`.
-                    self.pending_text.append(final_text[len(received) :])
-            logs = data.get("logs")
-            if isinstance(logs, str) and logs.startswith(self._received_logs()):
-                self.pending_logs.append(logs[len(self._received_logs()) :])
-            self.status_changed = False
-            await self._send(self._take_pending())
-            if final_text is not None:
-                self.text = final_text
-            if isinstance(logs, str):
-                self.logs = logs
+            output = final.output if final is not None else state.output
+            await self._send(state.take_final(output, final.logs if final else None))
 
             files: list[OutputFile] = []
-            if not self.streams_text:
+            if not self.streams_text and self.creds is not None:
                 # Failed and canceled runs may have made files too: they expire all the same.
-                output, files = await self._archive(output)
+                output, files = await archive.archive(self.pk, output, self.creds)
                 if files:
                     listing = [events.serialize_file(self.pk, f) for f in files]
-                    await self._send([self._numbered(events.FILES, files=listing)])
-            self.status = status
-            self.output = output
-            self.seq += 1  # the `done` event's number
+                    await self._send([state.numbered(events.FILES, files=listing)])
+            done_seq = state.finish(status, output)
             now = timezone.now()
-            completed_at = upstream.parse_time(data.get("completed_at")) or now
-            started_at = self.started_at or upstream.parse_time(data.get("started_at"))
-            metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
-            final = {
+            completed_at = (final.completed_at if final else None) or now
+            started_at = state.started_at or (final.started_at if final else None)
+            metrics = final.metrics if final else {}
+            terminal = {
                 "status": status,
                 "output": output,
                 "error": error,
@@ -910,12 +641,12 @@ class Run:
                 "started_at": started_at,
                 "completed_at": completed_at,
             }
-            await self._write(final)
-            for name, value in {**self._state_fields(), **final}.items():
+            await self._write(terminal)
+            for name, value in {**state.row_fields(), **terminal}.items():
                 setattr(self.p, name, value)
             done = {
                 "type": events.DONE,
-                "seq": self.seq,
+                "seq": done_seq,
                 "prediction": events.serialize_prediction(self.p, files),
             }
             await self._send([done])
@@ -923,19 +654,19 @@ class Run:
         logger.info("prediction %s: %s", self.pk, status)
         prom.finished(self.p.model_ref, status)
 
-    def _deadline_reason(self, upstream_status: str) -> str:
+    def _deadline_reason(self, never_started: bool) -> str:
         """Why a prediction nobody canceled ended canceled: its deadline (ours or upstream's)."""
         if self.deadline_reason:
             return self.deadline_reason  # the console's own timer
-        if self.canceling:
+        if self.state.canceling:
             return ""  # someone pressed cancel
         limit = _human_duration(self.deadline_seconds)
-        if upstream_status == "aborted":
+        if never_started:
             return (
                 f"Canceled: {self.p.model_ref} had not started within its {limit} deadline, "
                 "so Replicate stopped it before it ran (not billed)."
             )
-        asked = self.cancel_after_sent or (self.last_data or {}).get("deadline")
+        asked = self.cancel_after_sent or (self.last_data and self.last_data.deadline)
         # (A cancel well before the deadline came from elsewhere, e.g. Replicate's web page.)
         if asked and timezone.now() >= self.deadline_at - timedelta(seconds=1):
             return (
@@ -943,44 +674,3 @@ class Run:
                 "so Replicate stopped it."
             )
         return ""
-
-    async def _download(self, url: str) -> tuple[bytes, str]:
-        """One output file, retrying passing failures with backoff (bounded)."""
-        assert self.creds is not None
-        wait = DOWNLOAD_FIRST_WAIT_SECONDS
-        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
-            try:
-                return await upstream.download_file(self.creds, url, max_bytes=max_file_bytes())
-            except UpstreamError as exc:
-                if not exc.retryable or attempt == DOWNLOAD_ATTEMPTS:
-                    raise
-                logger.info("prediction %s: download attempt %d: %s", self.pk, attempt, exc)
-                await asyncio.sleep(exc.retry_after if exc.retry_after else wait)
-                wait *= 2
-        raise AssertionError("unreachable")
-
-    async def _archive(self, output: Any) -> tuple[Any, list[OutputFile]]:
-        """Copy output files into our storage; the output then points at our copies."""
-        urls = _file_urls(output)
-        if not urls:
-            return output, []
-        assert self.creds is not None
-        existing = await db(_existing_files)(self.pk)
-        saved: dict[int, OutputFile] = {}
-        for position, url in enumerate(urls):
-            if position in existing:
-                saved[position] = existing[position]  # copied before a restart
-                continue
-            try:
-                content, content_type = await self._download(url)
-            except UpstreamError as exc:
-                prom.archive_failed()
-                logger.warning(
-                    "prediction %s: output file %d not copied: %s", self.pk, position, exc
-                )
-                continue
-            saved[position] = await db(_save_file)(self.pk, position, url, content, content_type)
-        ours = {
-            position: reverse("predictions:file", args=[self.pk, position]) for position in saved
-        }
-        return _rewrite_urls(output, ours), [saved[p] for p in sorted(saved)]

@@ -32,7 +32,7 @@ from celery.signals import worker_process_shutdown, worker_ready, worker_shuttin
 from django.utils import timezone
 
 from . import health, runner
-from .models import WebhookEvent
+from .models import Prediction, WebhookEvent
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def run_prediction(prediction_id: str) -> str:
 def reconcile_predictions() -> int:
     """Resume every active prediction whose runner went quiet (a worker died, a message
     was lost); forget old webhook ids. Run it periodically (celery beat)."""
-    stale = runner.claimable(runner.lease_seconds())
+    stale = Prediction.objects.claimable(runner.lease_seconds())
     for prediction_id in stale:
         run_prediction.delay(str(prediction_id))
     WebhookEvent.objects.filter(received_at__lt=timezone.now() - WEBHOOK_MEMORY).delete()

@@ -1,7 +1,9 @@
 """Everything that talks to Replicate: the one module that imports `replicate`.
 
 It builds clients (one per event loop), turns every failure into an `UpstreamError` with a
-sentence a person understands, and hands plain JSON-able dicts to the rest of the project.
+sentence a person understands, and hands the rest of the project plain values: a prediction
+is an `UpstreamPrediction`, which also owns Replicate's status vocabulary (`aborted`, the
+terminal set, what each status is called in the console).
 
 Traps of `replicate` 1.0.7 handled here (see shared/reference/replicate-api.md):
 
@@ -83,6 +85,22 @@ PREDICTION_FIELDS = (
 # Replicate's limits for the Cancel-After header.
 MIN_CANCEL_AFTER_SECONDS = 5
 
+# Replicate's statuses that end a prediction. `aborted`: its deadline (Cancel-After) came
+# before it ever started.
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
+# Replicate's statuses as the console names them (the values of models.Prediction.Status,
+# which sits above this module).
+_CONSOLE_STATUS = {
+    "starting": "starting",
+    "processing": "processing",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "canceled": "canceled",
+    # Stopped by its deadline before it started: for a person, that is a cancel.
+    "aborted": "canceled",
+}
+_VERSION_ID = re.compile(r"^[0-9a-f]{64}$")
+
 
 @dataclass(frozen=True)
 class Credentials:
@@ -132,6 +150,75 @@ class UpstreamError(Exception):
     @property
     def retryable(self) -> bool:
         return self.kind in self.RETRYABLE_KINDS
+
+
+@dataclass(frozen=True)
+class UpstreamPrediction:
+    """A prediction as Replicate reported it, made storable (model output is untrusted text).
+
+    Every prediction this module returns is one: `from_json` reads the fields the console
+    uses out of a prediction's JSON and scrubs them.
+    """
+
+    id: str
+    status: str  # Replicate's word ("aborted" included); "" if it sent none
+    model: str = ""
+    version: str = ""  # as reported: a version id, or "hidden" for some official models
+    input: Any = None
+    output: Any = None
+    logs: str | None = None  # None: not sent (or not text)
+    error: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    stream_url: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    deadline: datetime | None = None  # set when the create asked for Cancel-After
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> UpstreamPrediction:
+        """From a prediction's JSON (Replicate's answer, a webhook's body, the client's
+        model as a dict); the fields' values are scrubbed (see untrusted.py)."""
+        fields = untrusted.scrub({name: _plain(data.get(name)) for name in PREDICTION_FIELDS})
+        urls = fields["urls"]
+        stream_url = urls.get("stream") if isinstance(urls, dict) else None
+        metrics, logs = fields["metrics"], fields["logs"]
+        return cls(
+            id=str(fields["id"] or ""),
+            status=str(fields["status"] or ""),
+            model=str(fields["model"] or ""),
+            version=str(fields["version"] or ""),
+            input=fields["input"],
+            output=fields["output"],
+            logs=logs if isinstance(logs, str) else None,
+            error=str(fields["error"] or ""),
+            metrics=metrics if isinstance(metrics, dict) else {},
+            stream_url=stream_url if isinstance(stream_url, str) and stream_url else None,
+            created_at=parse_time(fields["created_at"]),
+            started_at=parse_time(fields["started_at"]),
+            completed_at=parse_time(fields["completed_at"]),
+            deadline=parse_time(fields["deadline"]),
+        )
+
+    @property
+    def console_status(self) -> str | None:
+        """The status in the console's words (`aborted` is canceled); None for a word this
+        console does not know."""
+        return _CONSOLE_STATUS.get(self.status)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def never_started(self) -> bool:
+        """Stopped by its deadline before it ever ran (`aborted`: not billed)."""
+        return self.status == "aborted"
+
+    @property
+    def version_id(self) -> str:
+        """The version that ran, if Replicate named it ("" when it answers "hidden")."""
+        return self.version if _VERSION_ID.match(self.version) else ""
 
 
 @dataclass(frozen=True)
@@ -494,14 +581,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _prediction_fields(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A prediction's fields as plain JSON, made storable (model output is untrusted text).
-    Every prediction this module returns comes through here."""
-    return untrusted.scrub({name: _plain(data.get(name)) for name in PREDICTION_FIELDS})
-
-
-def _prediction_dict(prediction: ClientPrediction) -> dict[str, Any]:
-    return _prediction_fields({name: getattr(prediction, name, None) for name in PREDICTION_FIELDS})
+def _from_client(prediction: ClientPrediction) -> UpstreamPrediction:
+    fields = {name: getattr(prediction, name, None) for name in PREDICTION_FIELDS}
+    return UpstreamPrediction.from_json(fields)
 
 
 # ---------------------------------------------------------------------------- predictions
@@ -517,7 +599,7 @@ async def create_prediction(
     webhook: str | None = None,
     webhook_events_filter: list[str] | None = None,
     cancel_after: int | None = None,
-) -> dict[str, Any]:
+) -> UpstreamPrediction:
     """Create a prediction and return it at once (no Prefer: wait; the runner streams/polls).
 
     An empty `version` runs the model's latest version through the models endpoint, which
@@ -553,7 +635,7 @@ async def create_prediction(
                 )
     finally:
         _cancel_after.reset(reset)
-    return _prediction_dict(prediction)
+    return _from_client(prediction)
 
 
 def is_sandbox(creds: Credentials) -> bool:
@@ -570,8 +652,10 @@ def _forgotten(creds: Credentials, upstream_id: str) -> str:
     return f"Replicate has no prediction {upstream_id} (any more)."
 
 
-async def _prediction_json(creds: Credentials, method: str, path: str, upstream_id: str) -> dict:
-    """A prediction as plain JSON, read without the client's Prediction model: 1.0.7 cannot
+async def _prediction_json(
+    creds: Credentials, method: str, path: str, upstream_id: str
+) -> UpstreamPrediction:
+    """A prediction read from its JSON, without the client's Prediction model: 1.0.7 cannot
     parse the `aborted` status (a deadline reached before it started) and drops `deadline`."""
     client = _client(creds)
     with _translated(creds, not_found=_forgotten(creds, upstream_id)):
@@ -580,25 +664,25 @@ async def _prediction_json(creds: Credentials, method: str, path: str, upstream_
         data = response.json()
     if not isinstance(data, dict) or not data.get("id"):
         raise UpstreamError("bad_response", "Replicate sent a prediction this console cannot read.")
-    return _prediction_fields(data)
+    return UpstreamPrediction.from_json(data)
 
 
-async def get_prediction(creds: Credentials, upstream_id: str) -> dict[str, Any]:
+async def get_prediction(creds: Credentials, upstream_id: str) -> UpstreamPrediction:
     return await _prediction_json(creds, "GET", f"/v1/predictions/{upstream_id}", upstream_id)
 
 
-async def cancel_prediction(creds: Credentials, upstream_id: str) -> dict[str, Any]:
+async def cancel_prediction(creds: Credentials, upstream_id: str) -> UpstreamPrediction:
     path = f"/v1/predictions/{upstream_id}/cancel"
     return await _prediction_json(creds, "POST", path, upstream_id)
 
 
 async def recent_predictions(
     creds: Credentials, since: datetime, *, max_pages: int = 5
-) -> list[dict[str, Any]]:
+) -> list[UpstreamPrediction]:
     """The account's predictions created since `since`, newest first (a few pages at most:
     this looks for one that was just created)."""
     client = _client(creds)
-    found: list[dict[str, Any]] = []
+    found: list[UpstreamPrediction] = []
     page_url = "/v1/predictions"
     with _translated(creds):
         for _ in range(max_pages):
@@ -607,11 +691,10 @@ async def recent_predictions(
             for item in page.get("results") or []:
                 if not isinstance(item, dict) or not item.get("id"):
                     continue
-                data = _prediction_fields(item)
-                created = parse_time(data.get("created_at"))
-                if created is not None and created < since:
+                prediction = UpstreamPrediction.from_json(item)
+                if prediction.created_at is not None and prediction.created_at < since:
                     return found
-                found.append(data)
+                found.append(prediction)
             if not isinstance(page.get("next"), str):
                 break
             page_url = page["next"]
@@ -650,7 +733,7 @@ def _raised_for_error_event(exc: RuntimeError) -> bool:
 
 
 async def stream_events(
-    creds: Credentials, prediction: Mapping[str, Any]
+    creds: Credentials, prediction: UpstreamPrediction
 ) -> AsyncIterator[StreamEvent]:
     """The prediction's server-sent events, parsed by the client's own EventSource.
 
@@ -658,16 +741,12 @@ async def stream_events(
     cannot be read raises UpstreamError(kind="network") so the caller can poll instead;
     auth, billing and config problems keep their kind.
     """
-    urls = prediction.get("urls") or {}
-    stream_url = urls.get("stream") if isinstance(urls, Mapping) else None
-    if not stream_url or not isinstance(stream_url, str):
+    stream_url = prediction.stream_url
+    if not stream_url:
         raise UpstreamError("bad_response", "This prediction has no stream to follow.")
     client = _client(creds)
-    # Only what async_stream needs: the stream URL and the client (no validation, so a
-    # dict read back from our own database works too).
-    handle = ClientPrediction.construct(
-        id=str(prediction.get("id") or ""), urls={"stream": stream_url}
-    )
+    # Only what async_stream needs: the stream URL and the client (no validation).
+    handle = ClientPrediction.construct(id=prediction.id, urls={"stream": stream_url})
     handle._client = client
     seen_done = False
     try:

@@ -40,9 +40,8 @@ def _token_for(upstream_id: str) -> ApiToken | None:
         .filter(upstream_id=upstream_id)
         .first()
     )
-    if prediction is not None and prediction.model is not None:
-        return prediction.model.resolve_token()
-    return ApiToken.objects.default()
+    # A prediction this console does not know was not run with any of its models' tokens.
+    return prediction.api_token() if prediction is not None else ApiToken.objects.default()
 
 
 async def signing_secret(upstream_id: str) -> str:

@@ -311,7 +311,7 @@ else:
     # Channels' own in-memory layer rescans every channel on each send; ours does not.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "predictions.events.InMemoryChannelLayer",
+            "BACKEND": "predictions.channel_layer.InMemoryChannelLayer",
             "CONFIG": {"capacity": 1500},
         }
     }

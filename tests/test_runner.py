@@ -86,6 +86,28 @@ async def test_a_streamed_text_prediction_arrives_whole_and_in_order(
     assert final.upstream_id and final.completed_at and final.metrics.get("predict_time")
 
 
+async def test_every_status_event_says_when_the_prediction_started(
+    sandbox_model: MakeModel, member: User
+) -> None:
+    model = await sandbox_model("text")
+    prediction = await Prediction.objects.acreate(
+        owner=member,
+        model=model,
+        model_ref=model.ref,
+        input={"prompt": "timeline", "max_tokens": 10, "seed": 3, "token_delay_ms": 40},
+    )
+    async with Watcher(prediction.pk) as watcher:
+        await runner.run_prediction(prediction.pk)
+        await watcher.until_done()
+
+    final = await Prediction.objects.aget(pk=prediction.pk)
+    assert final.started_at is not None
+    statuses = [e for e in watcher.events if e["type"] == events.STATUS]
+    assert [e["status"] for e in statuses] == ["starting", "processing"]
+    # Not started yet, then the row's own start, so a page draws the timeline from events.
+    assert [e["started_at"] for e in statuses] == [None, final.started_at.isoformat()]
+
+
 async def test_a_pinned_version_runs_that_version(sandbox_model: MakeModel, member: User) -> None:
     model = await sandbox_model("text", pinned=True)
 
@@ -364,7 +386,7 @@ async def test_a_runner_that_died_before_saving_the_upstream_id_is_resumed_not_r
     assert await runner.run_prediction(row.pk) == "finished"
 
     final = await Prediction.objects.aget(pk=row.pk)
-    assert final.upstream_id == created["id"]
+    assert final.upstream_id == created.id
     assert final.status == "succeeded"
     assert final.text_output == expected_text(prompt, 4, 30)
     assert await creates_for(sandbox_url, sandbox_token, prompt) == 1

@@ -39,14 +39,16 @@ def with_faults(creds: Credentials, faults: str) -> Credentials:
     return Credentials(f"{creds.token}:{faults},scope={uuid.uuid4().hex}", creds.base_url)
 
 
-async def finished(creds: Credentials, upstream_id: str, within: float = 10.0) -> dict:
+async def finished(
+    creds: Credentials, upstream_id: str, within: float = 10.0
+) -> upstream.UpstreamPrediction:
     """Poll until the prediction is terminal (how the runner does it without a stream)."""
     deadline = time.monotonic() + within
     while True:
         prediction = await upstream.get_prediction(creds, upstream_id)
-        if prediction["status"] in ("succeeded", "failed", "canceled"):
+        if prediction.status in ("succeeded", "failed", "canceled"):
             return prediction
-        assert time.monotonic() < deadline, f"still {prediction['status']} after {within}s"
+        assert time.monotonic() < deadline, f"still {prediction.status} after {within}s"
         await asyncio.sleep(0.02)
 
 
@@ -112,6 +114,60 @@ def tiny() -> Iterator[TinyServer]:
 # Credentials --------------------------------------------------------------------------
 
 
+def test_a_prediction_is_read_into_the_console_s_words() -> None:
+    prediction = upstream.UpstreamPrediction.from_json(
+        {
+            "id": "abc",
+            "status": "aborted",
+            "version": "hidden",
+            "output": ["a\x00b"],
+            "logs": ["not", "text"],
+            "metrics": "not a dict",
+            "urls": {"stream": "https://stream.example/abc", "get": "x"},
+            "started_at": "2025-01-02T03:04:05.5Z",
+            "deadline": "2025-01-02T03:09:05Z",
+            "extra": "ignored",
+        }
+    )
+
+    assert (prediction.console_status, prediction.is_terminal) == ("canceled", True)
+    assert prediction.never_started
+    assert prediction.version_id == ""
+    assert prediction.output == ["a\ufffdb"]  # scrubbed: storable
+    assert (prediction.logs, prediction.metrics) == (None, {})
+    assert prediction.stream_url == "https://stream.example/abc"
+    assert prediction.started_at is not None and prediction.started_at.microsecond == 500_000
+    assert prediction.deadline is not None and prediction.completed_at is None
+
+
+@pytest.mark.parametrize(
+    ("status", "console", "terminal"),
+    [
+        ("starting", "starting", False),
+        ("processing", "processing", False),
+        ("succeeded", "succeeded", True),
+        ("failed", "failed", True),
+        ("canceled", "canceled", True),
+        ("aborted", "canceled", True),
+        ("paused", None, False),
+        (None, None, False),
+    ],
+)
+def test_replicate_s_statuses_map_to_the_console_s(
+    status: str | None, console: str | None, terminal: bool
+) -> None:
+    prediction = upstream.UpstreamPrediction.from_json({"id": "abc", "status": status})
+
+    assert (prediction.console_status, prediction.is_terminal) == (console, terminal)
+
+
+def test_a_reported_version_id_is_kept() -> None:
+    version = "a" * 64
+    prediction = upstream.UpstreamPrediction.from_json({"id": "abc", "version": version})
+
+    assert prediction.version_id == version
+
+
 def test_credentials_come_from_the_decrypted_token(db: None) -> None:
     token = ApiToken(label="main", base_url="http://127.0.0.1:9/sandbox/")
     token.set_token("r8_secret_value_1234")
@@ -151,16 +207,16 @@ async def test_streamed_tokens_add_up_to_the_final_output(creds: Credentials) ->
     )
 
     events = [event async for event in upstream.stream_events(creds, created)]
-    final = await upstream.get_prediction(creds, created["id"])
+    final = await upstream.get_prediction(creds, created.id)
 
-    assert created["status"] == "starting"
-    assert created["model"] == "sandbox/text"
+    assert created.status == "starting"
+    assert created.model == "sandbox/text"
     assert events[-1].event == "done"
     text = "".join(event.data for event in events if event.event == "output")
-    assert final["status"] == "succeeded"
-    assert text == "".join(final["output"])
-    assert len(final["output"]) == 8
-    json.dumps(final)  # plain JSON all the way down
+    assert final.status == "succeeded"
+    assert text == "".join(final.output)
+    assert len(final.output) == 8
+    json.dumps([final.input, final.output, final.metrics])  # plain JSON all the way down
 
 
 async def test_a_pinned_version_runs_that_version(creds: Credentials) -> None:
@@ -170,8 +226,8 @@ async def test_a_pinned_version_runs_that_version(creds: Credentials) -> None:
         creds, model_ref="sandbox/text", version=old, input={"prompt": "hi", "max_tokens": 2}
     )
 
-    assert created["version"] == old
-    assert (await finished(creds, created["id"]))["status"] == "succeeded"
+    assert created.version == old
+    assert (await finished(creds, created.id)).status == "succeeded"
 
 
 async def test_cancel_stops_a_running_prediction(creds: Credentials) -> None:
@@ -179,10 +235,10 @@ async def test_cancel_stops_a_running_prediction(creds: Credentials) -> None:
         creds, model_ref="sandbox/slow", version="", input={"seconds": 60}
     )
 
-    canceled = await upstream.cancel_prediction(creds, created["id"])
+    canceled = await upstream.cancel_prediction(creds, created.id)
 
-    assert canceled["status"] == "canceled"
-    assert (await upstream.get_prediction(creds, created["id"]))["status"] == "canceled"
+    assert canceled.status == "canceled"
+    assert (await upstream.get_prediction(creds, created.id)).status == "canceled"
 
 
 # "Event loop is closed" is also what a client used from a dead loop raises: a model's
@@ -202,7 +258,7 @@ async def test_a_failing_model_streams_one_error_event_with_its_message(
 
     assert [e.data for e in events if e.event == "output"] == ["partial 1 ", "partial 2 "]
     assert events[-1] == upstream.StreamEvent("error", message, "")
-    assert (await finished(creds, created["id"]))["error"] == message
+    assert (await finished(creds, created.id)).error == message
 
 
 async def test_a_stream_cut_before_done_is_a_network_error(creds: Credentials) -> None:
@@ -220,7 +276,7 @@ async def test_a_stream_cut_before_done_is_a_network_error(creds: Credentials) -
     assert error.value.retryable
     assert len(received) == 2
     # Polling, the fallback, still gets the whole output.
-    assert len((await finished(cut, created["id"]))["output"]) == 8
+    assert len((await finished(cut, created.id)).output) == 8
 
 
 async def test_a_prediction_without_a_stream_url_cannot_be_streamed(creds: Credentials) -> None:
@@ -232,7 +288,7 @@ async def test_a_prediction_without_a_stream_url_cannot_be_streamed(creds: Crede
         async for _ in upstream.stream_events(creds, created):
             pass
 
-    assert "stream" not in created["urls"]
+    assert created.stream_url is None
     assert error.value.kind == "bad_response"
 
 
@@ -353,10 +409,10 @@ async def test_a_server_error_while_reading_is_retryable(creds: Credentials) -> 
     )
 
     with pytest.raises(UpstreamError) as error:
-        await upstream.get_prediction(flaky, created["id"])
+        await upstream.get_prediction(flaky, created.id)
 
     assert (error.value.kind, error.value.status, error.value.retryable) == ("server", 500, True)
-    assert (await upstream.get_prediction(flaky, created["id"]))["id"] == created["id"]
+    assert (await upstream.get_prediction(flaky, created.id)).id == created.id
 
 
 async def test_payment_required_is_a_billing_error(tiny: TinyServer) -> None:
@@ -530,7 +586,7 @@ async def test_output_files_download_within_the_size_limit(creds: Credentials) -
         version="",
         input={"prompt": "a cat", "output_format": "png", "num_inference_steps": 1},
     )
-    url = (await finished(creds, created["id"]))["output"][0]
+    url = (await finished(creds, created.id)).output[0]
 
     content, content_type = await upstream.download_file(creds, url, max_bytes=10_000_000)
     with pytest.raises(UpstreamError, match="Output file larger than 1 kB") as error:
@@ -647,4 +703,4 @@ async def test_an_uploaded_file_can_be_a_prediction_input(creds: Credentials) ->
     )
 
     assert url.startswith(creds.base_url)
-    assert (await finished(creds, created["id"]))["status"] == "succeeded"
+    assert (await finished(creds, created.id)).status == "succeeded"
