@@ -27,7 +27,7 @@ from .models import Prediction
 from .upstream import UpstreamPrediction
 
 Status = Prediction.Status
-FORWARD = (Status.QUEUED, Status.STARTING, Status.PROCESSING)
+FORWARD = Prediction.ACTIVE_STATUSES  # in order: a status only ever moves forward
 
 
 def text_of(output: Any) -> str | None:
