@@ -207,7 +207,8 @@ def api(*methods: str, creates: bool = False) -> Callable[[View], Callable[..., 
                     name, rates = "api-create", settings.API_CREATE_RATE_LIMIT
                 else:
                     name, rates = "api", settings.API_RATE_LIMIT
-                window = await throttles.atake(name, rates, key.pk)
+                # Its prefix: random, so a key's window is its own even across databases.
+                window = await throttles.atake(name, rates, key.prefix)
                 if not window.allowed:
                     response = throttled(window.reset)
                 elif is_async:
