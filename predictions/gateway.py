@@ -403,7 +403,8 @@ def _models_offset(cursor: str) -> int:
 
 
 def _runnable(user: User) -> Any:
-    return CatalogModel.objects.runnable_by(user).annotate(runs=Count("predictions"))
+    # Distinct: the groups join of runnable_by would count a run once per matching group.
+    return CatalogModel.objects.runnable_by(user).annotate(runs=Count("predictions", distinct=True))
 
 
 def _runnable_model(user: User, owner: str, name: str) -> CatalogModel:

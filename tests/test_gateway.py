@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import replicate
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.utils import timezone
@@ -28,6 +28,7 @@ from predictions.models import ApiKey, CatalogModel, Prediction
 from sandbox.demo_models import MODELS
 from tests.console_server import ConsoleServer, console_env, free_port
 from tests.engine_helpers import MakeModel, expected_text
+from tests.test_js_client import js_client, run_scenario  # noqa: F401 (js_client: a fixture)
 from tests.waiting import wait_for
 
 TEXT_INPUT = {"prompt": "hi", "seed": 1, "max_tokens": 5, "token_delay_ms": 0}
@@ -137,6 +138,36 @@ def test_unknown_paths_and_wrong_methods_are_json_problems_never_pages(
     assert wrong.status_code == 405
     assert wrong["Allow"] == "GET"
     assert wrong.json()["status"] == 405
+
+
+@pytest.mark.django_db
+def test_a_crash_is_a_json_500_and_a_body_too_big_a_json_413(
+    client: Client,
+    alice: User,
+    text_model: CatalogModel,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+) -> None:
+    key = bearer(issue(alice))
+
+    def crash(*args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(gateway, "model_json", crash)
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    crashed = client.get("/api/v1/models/sandbox/text", **key)
+    too_big = client.post(
+        "/api/v1/models/sandbox/text/predictions",
+        {"input": {"prompt": "x" * 200}},
+        content_type="application/json",
+        **key,
+    )
+
+    assert crashed.status_code == 500
+    assert crashed.json()["title"] == "Internal Server Error"
+    assert "a bug" not in crashed.content.decode()
+    assert too_big.status_code == 413
+    assert too_big["Content-Type"] == "application/problem+json"
 
 
 @pytest.mark.django_db
@@ -653,3 +684,25 @@ async def test_fifty_concurrent_async_runs_each_get_their_own_text(
     assert [await joined(o) for o in outputs] == [expected_text(p, 1, 5) for p in prompts]
     count = await Prediction.objects.filter(owner=member, source="api", status="succeeded").acount()
     assert count == 50
+
+
+@processes
+@pytest.mark.django_db(transaction=True)
+def test_the_javascript_client_runs_and_cancels_through_the_gateway(
+    js_client: Any,  # noqa: F811
+    console: ConsoleServer,
+    sandbox_model: MakeModel,
+    member: User,
+) -> None:
+    async_to_sync(sandbox_model)("text")
+    async_to_sync(sandbox_model)("slow")
+    key, url = issue(member), f"{console.url}/api"
+
+    ran = run_scenario(js_client, url, key, "run-official-by-name")
+    seen = run_scenario(js_client, url, key, "predictions-create-get-cancel-list")
+
+    assert "".join(ran["output"]) == expected_text("hello from js", 7, 8)
+    # The console's UUIDs are ids the client takes as they are.
+    assert uuid.UUID(seen["fetchedId"])
+    assert (seen["createdStatus"], seen["canceledStatus"]) == ("starting", "canceled")
+    assert seen["listed"] is True
