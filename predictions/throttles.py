@@ -5,8 +5,9 @@ REDIS_URL is set, so a limit holds across every daphne and worker process, and i
 process's memory otherwise (the embedded mode is one process).
 
 Today: SUBMIT_RATE_LIMIT, per user, shared by every way a member starts a prediction
-(the model form and the websocket `submit`: `check_submit`). Quotas and the API gateway call `check`
-(or `acheck`) with a name of their own.
+(the model form, the websocket `submit` and the gateway's creates: `check_submit`). The
+gateway also counts every call per API key (`take`: API_RATE_LIMIT, API_CREATE_RATE_LIMIT),
+answering with what is left; quotas call `check` (or `acheck`) with a name of their own.
 """
 
 from __future__ import annotations
@@ -63,25 +64,55 @@ def limiter() -> MovingWindowRateLimiter:
         return _limiter(settings.RATE_LIMIT_STORAGE_URL)
 
 
-def check(name: str, rates: str, *identity: Any) -> Throttled | None:
+@dataclass(frozen=True)
+class Window:
+    """One attempt counted: whether it was allowed, and what is left of the tightest rate
+    (the gateway's `ratelimit-remaining`/`ratelimit-reset`). `remaining` is None when the
+    storage could not be asked (the attempt was let through)."""
+
+    allowed: bool
+    limit: str
+    remaining: int | None
+    reset: int  # whole seconds until the window frees an attempt, at least 1
+
+
+def take(name: str, rates: str, *identity: Any) -> Window:
     """Count one attempt by `identity` at `name` against `rates` ("60/minute", or several:
-    "10/second;300/hour"). None if it is allowed, else when to try again.
+    "10/second;300/hour"): the first rate it exceeds, else the one with least left.
 
     Each window is taken atomically (one Redis script), so concurrent attempts from
     many processes cannot slip past it together.
     """
     keys = [name, *map(str, identity)]
     rate_limiter = limiter()
+    tightest: Window | None = None
     try:
         for item in parse_many(rates):  # settings checked the syntax at start-up
-            if not rate_limiter.hit(item, *keys):
-                reset_at = rate_limiter.get_window_stats(item, *keys).reset_time
-                return Throttled(str(item), max(1, math.ceil(reset_at - time.time())))
+            allowed = rate_limiter.hit(item, *keys)
+            stats = rate_limiter.get_window_stats(item, *keys)
+            reset = max(1, math.ceil(stats.reset_time - time.time()))
+            window = Window(allowed, str(item), stats.remaining, reset)
+            if not allowed:
+                return window
+            if tightest is None or stats.remaining < (tightest.remaining or 0):
+                tightest = window
     except StorageError:
         # Fail open: a Redis outage must not stop the team's work (and the channel layer
         # and the broker will be shouting about it already).
         logger.warning("rate limits unavailable; allowing %s", name, exc_info=True)
-    return None
+        return Window(True, "", None, 1)
+    return tightest or Window(True, "", None, 1)
+
+
+async def atake(name: str, rates: str, *identity: Any) -> Window:
+    # Off the event loop: the Redis storage is synchronous.
+    return await sync_to_async(take, thread_sensitive=False)(name, rates, *identity)
+
+
+def check(name: str, rates: str, *identity: Any) -> Throttled | None:
+    """`take`, as a refusal: None if it is allowed, else when to try again."""
+    window = take(name, rates, *identity)
+    return None if window.allowed else Throttled(window.limit, window.reset)
 
 
 async def acheck(name: str, rates: str, *identity: Any) -> Throttled | None:

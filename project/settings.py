@@ -416,6 +416,10 @@ def env_rates(name: str, default: str) -> str:
 
 # Predictions one user may start (the form and the websocket together): predictions/throttles.py.
 SUBMIT_RATE_LIMIT = env_rates("SUBMIT_RATE_LIMIT", "60/minute")
+# The gateway (/api/v1/), per API key, as Replicate limits: creating predictions, and every
+# other call. Creates also count against SUBMIT_RATE_LIMIT, the member's own.
+API_CREATE_RATE_LIMIT = env_rates("API_CREATE_RATE_LIMIT", "600/minute")
+API_RATE_LIMIT = env_rates("API_RATE_LIMIT", "3000/minute")
 # Redis, so limits hold across processes; memory in the embedded mode's one process.
 RATE_LIMIT_STORAGE_URL = (
     "redis+" + REDIS_URL if REDIS_URL.startswith("unix:") else REDIS_URL

@@ -3,7 +3,8 @@
 PostgreSQL (this session's database must be one), Redis, the Celery executor with one
 worker, a console daphne started the way production runs it, and the sandbox upstream in
 its own process. Every submit must be answered with a redirect (no 500, no hang) and every
-watcher must end with exactly the text the model produced.
+watcher must end with exactly the text the model produced. The same through the gateway:
+fifty programs create at once, each holding its request open (`Prefer: wait`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from django.contrib.auth.models import User
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import connection
 
-from predictions.models import Prediction
+from predictions.models import ApiKey, Prediction
 from tests.engine_helpers import MakeModel, expected_text
 
 if TYPE_CHECKING:
@@ -166,3 +167,56 @@ def test_an_exhausted_database_answers_the_busy_page_at_once_and_writes_nothing(
         assert "Traceback" not in response.text
     assert "Traceback" not in server.log.read_text()
     assert not Prediction.objects.filter(input__prompt="lost?").exists()
+
+
+async def create_and_follow(client: httpx.AsyncClient, prompt: str) -> tuple[int, str]:
+    """One program's create, held open as `async_run` holds it: (the create's status code,
+    the output text once finished, following the prediction if the wait ran out)."""
+    body = {"input": {"prompt": prompt, "seed": SEED, "max_tokens": TOKENS, "token_delay_ms": 10}}
+    created = await client.post(
+        "/v1/models/sandbox/text/predictions", json=body, headers={"Prefer": "wait"}
+    )
+    if created.status_code not in (201, 202):
+        return created.status_code, created.text[:300]
+    prediction = created.json()
+    while prediction["status"] in ("starting", "processing"):
+        await asyncio.sleep(0.2)
+        prediction = (await client.get(prediction["urls"]["get"])).json()
+    return created.status_code, "".join(prediction["output"] or [])
+
+
+def test_a_burst_of_gateway_creates_on_postgresql_and_celery_answers_every_one(
+    console_servers: Callable[..., ConsoleServer],
+    celery_workers: Workers,
+    sandbox_model: MakeModel,
+    member: User,
+) -> None:
+    on_postgresql()
+    asyncio.run(sandbox_model("text", faults="create_limit=0,read_limit=0"))
+    celery_workers.start()
+    server = console_servers(
+        PREDICTION_EXECUTOR="celery",
+        REDIS_URL=celery_workers.env["REDIS_URL"],
+        CELERY_TASK_DEFAULT_QUEUE=celery_workers.queue,
+        SUBMIT_RATE_LIMIT="1000/minute",
+    )
+    _, key = ApiKey.issue(member, "burst")
+    prompts = [f"gateway burst {i} {uuid.uuid4().hex[:6]}" for i in range(BURST)]
+
+    async def burst() -> list[tuple[int, str]]:
+        async with httpx.AsyncClient(
+            base_url=f"{server.url}/api",
+            headers={"Authorization": f"Bearer {key}"},
+            limits=httpx.Limits(max_connections=BURST),
+            timeout=WITHIN,
+        ) as client:
+            return list(await asyncio.gather(*(create_and_follow(client, p) for p in prompts)))
+
+    answers = asyncio.run(asyncio.wait_for(burst(), WITHIN))
+
+    statuses = sorted(status for status, _ in answers)
+    assert set(statuses) <= {201, 202}, f"{answers}\n{server.output()}"
+    assert [text for _, text in answers] == [expected_text(p, SEED, TOKENS) for p in prompts]
+    assert (
+        Prediction.objects.filter(owner=member, source="api", status="succeeded").count() == BURST
+    )
