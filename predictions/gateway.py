@@ -46,7 +46,7 @@ from django.db.models import Count
 from django.db.utils import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
-from django.urls import resolve, reverse
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
 from . import events, executors, runner, sse, throttles
@@ -62,6 +62,7 @@ from .models import (
     decode_cursor,
     encode_cursor,
 )
+from .presenters import archived_file
 
 logger = logging.getLogger(__name__)
 
@@ -677,17 +678,8 @@ async def cancel(request: HttpRequest, key: Caller, prediction_id: uuid.UUID) ->
 def output_file(
     request: HttpRequest, key: Caller, prediction_id: uuid.UUID, position: int
 ) -> HttpResponseBase:
-    """An archived output file, to the key's user if they may see the prediction.
-
-    Served by the web's own file route with the key's user in place of a session, so one
-    view decides who may read a file and with which headers (safe content types, CSP
-    sandbox, nosniff). Reached through the URLconf, as the browser reaches it: edges do
-    not import each other.
-    """
-    request.user = key.user
-    web = resolve(reverse("predictions:file", args=[prediction_id, position]))
-    response: HttpResponseBase = web.func(request, *web.args, **web.kwargs)
-    return response
+    """An archived output file, to the key's user if they may see the prediction."""
+    return archived_file(key.user, prediction_id, position, download="download" in request.GET)
 
 
 @csrf_exempt

@@ -11,11 +11,12 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from django.http import FileResponse, Http404
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from . import events
-from .models import OutputFile, Prediction
+from .models import OutputFile, Prediction, User
 from .schema import MISSING, ChosenFile, Field, clean_value
 from .templatetags.console import OWN_FILE_URL, duration, visible_logs
 
@@ -80,6 +81,35 @@ def _snippet_value(spec: Field) -> Any:
     if spec.has_default and value == spec.default:
         return MISSING
     return value
+
+
+def archived_file(user: User, pk: uuid.UUID, position: int, *, download: bool) -> FileResponse:
+    """Our archived copy of an output file, to those who may see the prediction (the web
+    page's file URLs and the gateway's serve it alike). Images, audio and video are shown
+    inline (the page's players need that) unless `download`; the rest downloads as
+    opaque bytes."""
+    if not Prediction.objects.visible_to(user).filter(pk=pk).exists():
+        raise Http404("No such prediction.")
+    output = OutputFile.objects.filter(prediction_id=pk, position=position).first()
+    if output is None or not output.file:
+        raise Http404("No such output file.")
+    shown = media_kind(output.content_type) != "file"
+    content_type = output.content_type.split(";", 1)[0].strip().lower()
+    if not shown:
+        content_type = "application/octet-stream"
+    response = FileResponse(
+        output.file.open("rb"),
+        as_attachment=download or not shown,
+        filename=output.file.name.rsplit("/", 1)[-1],
+        content_type=content_type,
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    # Opened directly, a file is a document of its own: it may run nothing.
+    response["Content-Security-Policy"] = (
+        "default-src 'none'; img-src 'self'; media-src 'self'; sandbox"
+    )
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
 
 
 def shown_file(entry: Mapping[str, Any]) -> dict[str, Any]:

@@ -33,12 +33,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from . import events, executors, runner, upstream
 from .database import db
 from .forms import PAGE_SIZES, HistoryFilterForm, PredictionForm, chosen_file_names
-from .models import CatalogModel, OutputFile, Prediction, User, decode_cursor, encode_cursor
+from .models import CatalogModel, Prediction, User, decode_cursor, encode_cursor
 from .presenters import (
+    archived_file,
     decorate_rows,
     file_entry,
     input_rows,
-    media_kind,
     page_context,
     snippet_input,
     summary_of,
@@ -325,32 +325,7 @@ async def prediction_cancel(request: HttpRequest, pk: uuid.UUID) -> HttpResponse
 @require_GET
 def output_file(request: HttpRequest, pk: uuid.UUID, position: int) -> FileResponse:
     """Our archived copy of an output file, to those who may see the prediction."""
-    if not Prediction.objects.visible_to(request.user).filter(pk=pk).exists():
-        raise Http404("No such prediction.")
-    output = OutputFile.objects.filter(prediction_id=pk, position=position).first()
-    if output is None or not output.file:
-        raise Http404("No such output file.")
-    # Images, audio and video inline (the page's players need that); the rest downloads
-    # as opaque bytes.
-    shown = media_kind(output.content_type) != "file"
-    inline = shown and request.GET.get("download") is None
-    content_type = output.content_type.split(";", 1)[0].strip().lower()
-    if not shown:
-        content_type = "application/octet-stream"
-    handle = output.file.open("rb")
-    response = FileResponse(
-        handle,
-        as_attachment=not inline,
-        filename=output.file.name.rsplit("/", 1)[-1],
-        content_type=content_type,
-    )
-    response["X-Content-Type-Options"] = "nosniff"
-    # Opened directly, a file is a document of its own: it may run nothing.
-    response["Content-Security-Policy"] = (
-        "default-src 'none'; img-src 'self'; media-src 'self'; sandbox"
-    )
-    response["Cache-Control"] = "private, max-age=3600"
-    return response
+    return archived_file(request.user, pk, position, download="download" in request.GET)
 
 
 # ---------------------------------------------------------------------------- history
