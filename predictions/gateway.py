@@ -34,7 +34,6 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction
@@ -49,7 +48,8 @@ from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import events, executors, runner, sse, throttles
+from . import api_shapes, events, executors, runner, throttles
+from .api_shapes import iso as _iso
 from .database import RETRY_AFTER_SECONDS, db
 from .forms import PredictionForm
 from .models import (
@@ -78,13 +78,9 @@ CANCEL_WAIT_SECONDS = 5.0
 PREDICTIONS_PAGE_SIZE = 100
 MODELS_PAGE_SIZE = 100
 VERSION_ID = re.compile(r"^[0-9a-f]{64}\Z")
-# Where the runner points an output at our archived copy (reverse("predictions:file")).
-OWN_FILE_PATH = re.compile(r"^/predictions/(?P<pk>[0-9a-f-]{36})/files/(?P<position>\d+)/\Z")
 # The cog_version a Version must carry (a string): the catalogue does not keep it.
 UNKNOWN_COG_VERSION = "unknown"
 
-# The console's statuses in Replicate's words: only `queued` differs.
-STATUSES: dict[str, str] = {Prediction.Status.QUEUED: "starting"}
 
 Caller = ApiKey
 View = Callable[..., Any]
@@ -244,63 +240,17 @@ def api(*methods: str, creates: bool = False) -> Callable[[View], Callable[..., 
 # ---------------------------------------------------------------------------- shapes
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
 def _absolute(request: HttpRequest, path: str) -> str:
     return request.build_absolute_uri(path)
 
 
-def public_output(request: HttpRequest, prediction_id: uuid.UUID, value: Any) -> Any:
-    """The output as a program gets it: our archived copies as absolute gateway URLs (the
-    same key reads them), and no upstream URL (it expires, and wants our token): a file
-    that was not archived reads null."""
-    if isinstance(value, str):
-        match = OWN_FILE_PATH.match(value)
-        if match:
-            if match["pk"] != str(prediction_id):
-                return None
-            path = reverse("api:file", args=[prediction_id, int(match["position"])])
-            return _absolute(request, path)
-        return None if value.startswith(("http://", "https://")) else value
-    if isinstance(value, list):
-        return [public_output(request, prediction_id, item) for item in value]
-    if isinstance(value, dict):
-        return {k: public_output(request, prediction_id, item) for k, item in value.items()}
-    return value
-
-
 def prediction_json(request: HttpRequest, user: User, prediction: Prediction) -> dict[str, Any]:
-    pk = prediction.pk
-    data: dict[str, Any] = {
-        "id": str(pk),
-        "model": prediction.model_ref,
-        # The client needs a string; an official model run by name learns its version
-        # from Replicate's answer.
-        "version": prediction.version or "hidden",
-        "input": prediction.input_for(user),
-        "logs": prediction.logs,
-        "output": public_output(request, pk, prediction.output),
-        "data_removed": False,
-        "error": prediction.error or None,
-        "status": STATUSES.get(prediction.status, prediction.status),
-        "source": prediction.source,
-        "created_at": _iso(prediction.created_at),
-        "metrics": prediction.metrics or {},
-        "urls": {
-            "get": _absolute(request, reverse("api:prediction", args=[pk])),
-            "cancel": _absolute(request, reverse("api:cancel", args=[pk])),
-            "stream": _absolute(request, sse.stream_url(pk)),
-            "web": _absolute(request, reverse("predictions:detail", args=[pk])),
-        },
-    }
-    # Left out until set, as Replicate does (the spec types them as strings, not null).
-    if prediction.started_at:
-        data["started_at"] = _iso(prediction.started_at)
-    if prediction.completed_at:
-        data["completed_at"] = _iso(prediction.completed_at)
-    return data
+    return api_shapes.prediction_json(base_url(request), user, prediction)
+
+
+def base_url(request: HttpRequest) -> str:
+    """This console as the caller reached it: absolute URLs in answers start with it."""
+    return request.build_absolute_uri("/").rstrip("/")
 
 
 def shown_schema(model: CatalogModel, input_schema: Mapping[str, Any], output: Any) -> dict:
