@@ -59,6 +59,14 @@ def public_output(base: str, prediction_id: uuid.UUID, value: Any) -> Any:
     return value
 
 
+def output_of(prediction: Prediction) -> Any:
+    """The output so far. A streaming text model's is its tokens, which the console keeps
+    as one text while it runs: as a list of one string, the client joins it the same."""
+    if prediction.output is None and prediction.text_output:
+        return [prediction.text_output]
+    return prediction.output
+
+
 def prediction_json(base: str, user: User, prediction: Prediction) -> dict[str, Any]:
     pk = prediction.pk
     data: dict[str, Any] = {
@@ -69,7 +77,7 @@ def prediction_json(base: str, user: User, prediction: Prediction) -> dict[str, 
         "version": prediction.version or "hidden",
         "input": prediction.input_for(user),
         "logs": prediction.logs,
-        "output": public_output(base, pk, prediction.output),
+        "output": public_output(base, pk, output_of(prediction)),
         "data_removed": False,
         "error": prediction.error or None,
         "status": STATUSES.get(prediction.status, prediction.status),

@@ -33,6 +33,7 @@ urlpatterns = [
         gateway.output_file,
         name="file",
     ),
+    path("v1/webhooks/default/secret", gateway.webhook_secret, name="webhook_secret"),
     # Last: anything else under /api/ is Replicate's 404 (JSON, never a page or a redirect).
     re_path(r"", gateway.unknown),
 ]

@@ -36,11 +36,12 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import transaction
 from twisted.internet.defer import Deferred
 
-from . import runner, tasks
+from . import deliveries, runner, tasks
 from .database import db
-from .models import CatalogModel, Prediction
+from .models import CatalogModel, Prediction, WebhookSubscription
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -59,27 +60,41 @@ async def start_prediction(
     source: str,
     parent: Prediction | None = None,
     version: str | None = None,
+    webhook: WebhookSubscription | None = None,
 ) -> Prediction:
     """Create the row (queued) for an already validated input and hand it to the executor.
 
     `version` defaults to the model's run version (pinned, else the latest known for a
     community model; empty for an unpinned official model, which runs by name and gets its
-    version from Replicate's answer).
+    version from Replicate's answer). `webhook` (unsaved) is saved with the row, in one
+    transaction: a prediction never exists without the webhooks it was created with.
 
     The awaited create has committed (async code runs in autocommit) before the Celery
     message goes out, so a worker never looks for a row that is not there yet.
     """
-    prediction = await db(Prediction.objects.create)(
-        owner=owner,
-        model=model,
-        model_ref=model.ref,
-        version=model.run_version if version is None else version,
-        input=input,
-        hidden_inputs=list(model.hidden_inputs or []),
-        source=source,
-        parent=parent,
+    prediction = await db(_create_row)(
+        {
+            "owner": owner,
+            "model": model,
+            "model_ref": model.ref,
+            "version": model.run_version if version is None else version,
+            "input": input,
+            "hidden_inputs": list(model.hidden_inputs or []),
+            "source": source,
+            "parent": parent,
+        },
+        webhook,
     )
     await submit(prediction.pk)
+    return prediction
+
+
+def _create_row(fields: dict[str, Any], webhook: WebhookSubscription | None) -> Prediction:
+    with transaction.atomic():
+        prediction = Prediction.objects.create(**fields)
+        if webhook is not None:
+            webhook.prediction = prediction
+            webhook.save()
     return prediction
 
 
@@ -150,6 +165,7 @@ class InlineExecutor:
             try:
                 for prediction_id in await db(Prediction.objects.claimable)(lease):
                     self._spawn(prediction_id)
+                await deliveries.deliver_due()  # `completed` webhooks still owed
             except Exception:
                 logger.exception("inline reconciler failed; trying again")
             await asyncio.sleep(max(1.0, lease / 3))

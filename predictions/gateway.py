@@ -48,7 +48,7 @@ from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import api_shapes, events, executors, runner, throttles
+from . import api_shapes, deliveries, events, executors, runner, throttles
 from .api_shapes import iso as _iso
 from .database import RETRY_AFTER_SECONDS, db
 from .forms import PredictionForm
@@ -59,6 +59,8 @@ from .models import (
     ModelSchema,
     Prediction,
     User,
+    WebhookSecret,
+    WebhookSubscription,
     decode_cursor,
     encode_cursor,
 )
@@ -524,6 +526,9 @@ async def _create(
     form = PredictionForm(model, input_schema, data)
     if not form.is_valid():
         return invalid_input(invalid_fields(form, data))
+    webhook = await _webhook(request, body)
+    if isinstance(webhook, JsonResponse):
+        return webhook
     refused = await form.acheck_throttle(user)
     if refused is not None:
         return throttled(refused.retry_after)
@@ -533,7 +538,10 @@ async def _create(
         input=form.cleaned_input,
         source=Prediction.Source.API,
         version=version,
+        webhook=webhook,
     )
+    if webhook is not None:
+        deliveries.start_following(webhook)
     wait = _prefer_wait(request.headers.get("Prefer", ""))
     if wait is None:
         return JsonResponse(prediction_json(request, user, prediction), status=201)
@@ -547,6 +555,33 @@ async def _create(
     response = JsonResponse(data, status=201)
     response["Preference-Applied"] = applied
     return response
+
+
+async def _webhook(
+    request: HttpRequest, body: dict[str, Any]
+) -> WebhookSubscription | JsonResponse | None:
+    """The create's `webhook` and `webhook_events_filter`, checked (a private host is
+    refused here, before anything runs); None without a webhook."""
+    url = body.get("webhook")
+    if url is None:
+        return None
+    wanted = body.get("webhook_events_filter", list(WebhookSubscription.EVENTS))
+    if not isinstance(wanted, list) or not all(e in WebhookSubscription.EVENTS for e in wanted):
+        events_list = ", ".join(WebhookSubscription.EVENTS)
+        description = f"webhook_events_filter must be a list of: {events_list}"
+        field = "webhook_events_filter"
+        return invalid_input([{"type": "invalid", "field": field, "description": description}])
+    try:
+        await deliveries.resolve_target(url)
+    except deliveries.RefusedTarget as exc:
+        return invalid_input([{"type": "invalid", "field": "webhook", "description": str(exc)}])
+    return WebhookSubscription(url=url, events=sorted(set(wanted)), base_url=base_url(request))
+
+
+@api("GET")
+def webhook_secret(request: HttpRequest, key: Caller) -> HttpResponse:
+    """The secret the console signs this user's webhooks with."""
+    return JsonResponse({"key": WebhookSecret.of(key.user)})
 
 
 @api("POST", creates=True)

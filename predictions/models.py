@@ -1,3 +1,4 @@
+import base64
 import hashlib
 import hmac
 import re
@@ -688,6 +689,59 @@ class ApiKey(models.Model):
             return
         ApiKey.objects.filter(pk=self.pk).update(last_used_at=now)
         self.last_used_at = now
+
+
+class WebhookSecret(models.Model):
+    """A member's webhook signing secret (GET /api/v1/webhooks/default/secret), encrypted at
+    rest: the webhooks the console delivers for their predictions are signed with it."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_secret"
+    )
+    ciphertext = models.TextField(editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"webhook secret of {self.user}"
+
+    @classmethod
+    def of(cls, user: auth.User) -> str:
+        """The user's secret ("whsec_…"), made the first time it is asked for."""
+        plaintext = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        row, _ = cls.objects.get_or_create(
+            user=user, defaults={"ciphertext": crypto.encrypt(plaintext)}
+        )
+        return crypto.decrypt(row.ciphertext)
+
+
+class WebhookSubscription(models.Model):
+    """Where the console delivers a gateway prediction's webhooks (`webhook` and
+    `webhook_events_filter` on its create). `start`, `output` and `logs` are sent while it
+    runs, best effort; `completed` is kept here until it is delivered (deliveries.py)."""
+
+    EVENTS = ("start", "output", "logs", "completed")
+
+    prediction = models.OneToOneField(
+        Prediction, on_delete=models.CASCADE, related_name="webhook_subscription"
+    )
+    url = models.URLField(max_length=2000)
+    events = models.JSONField(default=list)
+    # The console as the create reached it: absolute URLs in the payloads start with it.
+    base_url = models.CharField(max_length=300)
+    # The `completed` webhook's webhook-id: the same on every attempt.
+    completed_id = models.CharField(max_length=64, default="", editable=False)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prediction_id} → {self.url}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self.completed_id:
+            self.completed_id = f"msg_{secrets.token_hex(16)}"
+        super().save(*args, **kwargs)
 
 
 @receiver(post_delete, sender=OutputFile)

@@ -31,7 +31,7 @@ from celery import shared_task
 from celery.signals import worker_process_shutdown, worker_ready, worker_shutting_down
 from django.utils import timezone
 
-from . import health, runner
+from . import deliveries, health, runner
 from .models import Prediction, WebhookEvent
 
 logger = logging.getLogger(__name__)
@@ -100,10 +100,12 @@ def run_prediction(prediction_id: str) -> str:
 @shared_task(name="predictions.reconcile_predictions", ignore_result=True)
 def reconcile_predictions() -> int:
     """Resume every active prediction whose runner went quiet (a worker died, a message
-    was lost); forget old webhook ids. Run it periodically (celery beat)."""
+    was lost); deliver the `completed` webhooks still owed; forget old webhook ids. Run it
+    periodically (celery beat)."""
     stale = Prediction.objects.claimable(runner.lease_seconds())
     for prediction_id in stale:
         run_prediction.delay(str(prediction_id))
+    worker_loop.run(deliveries.deliver_due())
     WebhookEvent.objects.filter(received_at__lt=timezone.now() - WEBHOOK_MEMORY).delete()
     if stale:
         logger.info("reconciler resumed %d predictions", len(stale))

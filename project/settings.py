@@ -420,6 +420,9 @@ SUBMIT_RATE_LIMIT = env_rates("SUBMIT_RATE_LIMIT", "60/minute")
 # other call. Creates also count against SUBMIT_RATE_LIMIT, the member's own.
 API_CREATE_RATE_LIMIT = env_rates("API_CREATE_RATE_LIMIT", "600/minute")
 API_RATE_LIMIT = env_rates("API_RATE_LIMIT", "3000/minute")
+# Webhooks the gateway delivers go to public hosts only (no requests into your network on
+# a caller's say-so); a console and its receivers on one machine need this on.
+WEBHOOK_ALLOW_PRIVATE_HOSTS = env_bool("WEBHOOK_ALLOW_PRIVATE_HOSTS", False)
 # Redis, so limits hold across processes; memory in the embedded mode's one process.
 RATE_LIMIT_STORAGE_URL = (
     "redis+" + REDIS_URL if REDIS_URL.startswith("unix:") else REDIS_URL
