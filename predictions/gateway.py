@@ -65,6 +65,7 @@ from .models import (
     encode_cursor,
 )
 from .presenters import archived_file
+from .responses import console_url
 
 logger = logging.getLogger(__name__)
 
@@ -247,12 +248,7 @@ def _absolute(request: HttpRequest, path: str) -> str:
 
 
 def prediction_json(request: HttpRequest, user: User, prediction: Prediction) -> dict[str, Any]:
-    return api_shapes.prediction_json(base_url(request), user, prediction)
-
-
-def base_url(request: HttpRequest) -> str:
-    """This console as the caller reached it: absolute URLs in answers start with it."""
-    return request.build_absolute_uri("/").rstrip("/")
+    return api_shapes.prediction_json(console_url(request), user, prediction)
 
 
 def shown_schema(model: CatalogModel, input_schema: Mapping[str, Any], output: Any) -> dict:
@@ -575,7 +571,7 @@ async def _webhook(
         await deliveries.resolve_target(url)
     except deliveries.RefusedTarget as exc:
         return invalid_input([{"type": "invalid", "field": "webhook", "description": str(exc)}])
-    return WebhookSubscription(url=url, events=sorted(set(wanted)), base_url=base_url(request))
+    return WebhookSubscription(url=url, events=sorted(set(wanted)), base_url=console_url(request))
 
 
 @api("GET")

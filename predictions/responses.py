@@ -12,3 +12,8 @@ def see_other(url: str) -> HttpResponseRedirect:
 
 def wants_json(request: HttpRequest) -> bool:
     return "application/json" in request.headers.get("Accept", "")
+
+
+def console_url(request: HttpRequest) -> str:
+    """This console as the request reached it (scheme and host), for absolute URLs."""
+    return request.build_absolute_uri("/").rstrip("/")

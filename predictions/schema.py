@@ -597,19 +597,19 @@ def python_literal(value: Any, indent: int = 0) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def api_snippet(model: "CatalogModel", input: Mapping[str, Any], version: str | None = None) -> str:
-    """The `replicate` client code that runs the same model with the same input.
+def api_snippet(model: "CatalogModel", input: Mapping[str, Any], console_url: str) -> str:
+    """The `replicate` client code that runs the same model with the same input through
+    this console's gateway, with the member's own key (`console_url`: scheme and host).
 
-    With a version unless it is an unpinned official model: Replicate runs only those by
-    name (`owner/name` alone is a 404 for a community model)."""
-    version = model.run_version if version is None else version
-    ref = f"{model.ref}:{version}" if version else model.ref
+    By name: the gateway runs the version the catalogue runs (pinned, else the latest)."""
     return (
         "import asyncio\n\n"
-        "import replicate  # reads REPLICATE_API_TOKEN from the environment\n\n\n"
+        "import replicate\n\n"
+        f"# Reads REPLICATE_API_TOKEN: your personal key, from {console_url}/account/keys/\n"
+        f"client = replicate.Client(base_url={json.dumps(console_url + '/api')})\n\n\n"
         "async def main() -> None:\n"
-        "    output = await replicate.async_run(\n"
-        f"        {json.dumps(ref)},\n"
+        "    output = await client.async_run(\n"
+        f"        {json.dumps(model.ref)},\n"
         f"        input={python_literal(dict(input), 8)},\n"
         "    )\n"
         "    print(output)\n\n\n"

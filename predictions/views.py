@@ -43,7 +43,7 @@ from .presenters import (
     snippet_input,
     summary_of,
 )
-from .responses import see_other, wants_json
+from .responses import console_url, see_other, wants_json
 from .schema import api_snippet
 
 
@@ -121,7 +121,7 @@ async def render_form(
         "current_version": model.run_version,
         "version_differs": parent is not None and run_version != model.run_version,
         "recent": recent,
-        "snippet": api_snippet(model, snippet_input(fields), run_version),
+        "snippet": api_snippet(model, snippet_input(fields), console_url(request)),
     }
     return render(request, "predictions/model.html", context, status=status)
 
@@ -227,7 +227,7 @@ def model_snippet(request: HttpRequest, owner: str, name: str) -> HttpResponse:
     _, run_version, _ = posted_version(user, model, request.POST)
     form = PredictionForm(model, model.schema_for(run_version)[0], request.POST)
     values = snippet_input(form.shown_fields(), chosen_file_names(request.POST))
-    context = {"snippet": api_snippet(model, values, run_version)}
+    context = {"snippet": api_snippet(model, values, console_url(request))}
     return render(request, "predictions/model.html#snippet", context)
 
 
@@ -250,7 +250,7 @@ async def prediction_rerun(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
 # ---------------------------------------------------------------------------- live page
 
 
-def detail_context(user: User, prediction: Prediction) -> dict[str, Any]:
+def detail_context(request: HttpRequest, user: User, prediction: Prediction) -> dict[str, Any]:
     files = [file_entry(prediction.pk, f) for f in prediction.files.order_by("position")]
     progress = events.parse_progress(prediction.logs)
     # The run this re-ran, only if the user may see it.
@@ -280,7 +280,7 @@ def detail_context(user: User, prediction: Prediction) -> dict[str, Any]:
         "inputs": input_rows(prediction.input_for(user)),
         "can_cancel": prediction.is_active and (user.is_staff or prediction.owner_id == user.pk),
         "snippet": (
-            api_snippet(model, prediction.input_for(user), prediction.version) if model else ""
+            api_snippet(model, prediction.input_for(user), console_url(request)) if model else ""
         ),
         # What the page's sockets need: the live events from `seq` on, and "Run again".
         "config": {
@@ -303,7 +303,7 @@ def detail_context(user: User, prediction: Prediction) -> dict[str, Any]:
 def prediction_detail(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     user = request.user
     prediction = visible_prediction(user, pk)
-    return render(request, "predictions/detail.html", detail_context(user, prediction))
+    return render(request, "predictions/detail.html", detail_context(request, user, prediction))
 
 
 @require_POST

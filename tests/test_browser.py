@@ -224,7 +224,7 @@ def test_the_catalogue_lists_the_sandbox_models(page: Page) -> None:
     page.locator("#field-prompt").fill("Write a haiku")
     page.get_by_role("tab", name="API").click()
     snippet = page.locator("#api-snippet")
-    expect(snippet).to_contain_text("replicate.async_run(")
+    expect(snippet).to_contain_text("client.async_run(")
     expect(snippet).to_contain_text('"prompt": "Write a haiku"')
     shot(page, "model-api")
 
