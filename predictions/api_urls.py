@@ -3,10 +3,10 @@ personal key (see predictions/gateway.py)."""
 
 from django.urls import path
 
-from . import gateway
+from . import sse
 
 app_name = "api"
 
 urlpatterns = [
-    path("v1/streams/<str:token>", gateway.stream, name="stream"),
+    path("v1/streams/<str:token>", sse.stream, name="stream"),
 ]
