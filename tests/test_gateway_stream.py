@@ -11,16 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import replicate
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import User
+from django.utils import timezone
 from replicate.prediction import _json_to_prediction
 
 from predictions import events, runner, sse
@@ -28,6 +34,8 @@ from predictions.models import CatalogModel, Prediction
 from project.asgi import application
 from tests.asgi_http import StreamingASGITransport
 from tests.engine_helpers import MakeModel, expected_text, submit, wait_for, wait_until_finished
+from tests.test_js_client import js_client  # noqa: F401 - the fixture (npm ci once)
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inline_runs")]
 
@@ -383,3 +391,60 @@ async def test_the_official_python_client_raises_the_models_error(
             pass
 
     assert "nope" in json.loads(str(raised.value))["detail"]
+
+
+@pytest.mark.processes
+def test_both_official_clients_read_a_stream_from_a_real_console_server(
+    console_servers: Any,
+    sandbox_model: MakeModel,
+    member: User,
+    js_client: Path,  # noqa: F811
+) -> None:
+    """Over real HTTP from a daphne console (inline executor): Replicate's Python client
+    live, and its JavaScript client (Node) replaying the finished prediction."""
+    model = async_to_sync(sandbox_model)("text")
+    prompt = f"real http {uuid.uuid4().hex}"
+    prediction = Prediction.objects.create(
+        owner=member,
+        model=model,
+        model_ref=model.ref,
+        input={"prompt": prompt, "seed": 3, "max_tokens": 60, "token_delay_ms": 10},
+    )
+    # Left "queued" long ago: the server's start-up reconciler runs it.
+    Prediction.objects.filter(pk=prediction.pk).update(
+        updated_at=timezone.now() - timedelta(minutes=5)
+    )
+    server = console_servers()
+    url = server.url + sse.stream_url(prediction.pk)
+    described = _json_to_prediction(
+        replicate.Client(api_token="not-needed", base_url=f"{server.url}/api"),
+        {
+            "id": str(prediction.pk),
+            "model": model.ref,
+            "version": "hidden",
+            "status": "starting",
+            "input": prediction.input,
+            "urls": {"stream": url},
+        },
+    )
+
+    live = list(described.stream())
+
+    expected = expected_text(prompt, 3, 60)
+    assert "".join(str(event) for event in live) == expected
+    assert live[-1].event.value == "done"
+    wait_until(lambda: not Prediction.objects.get(pk=prediction.pk).is_active)
+
+    result = subprocess.run(
+        ["node", "scenarios.mjs", "stream-url"],
+        cwd=js_client,
+        env={**os.environ, "STREAM_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["text"] == expected
+    assert seen["events"][0] == ["output", f"{len(expected)}:0"]
+    assert seen["events"][-1][0] == "done"
