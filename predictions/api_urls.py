@@ -4,13 +4,13 @@ personal key (see predictions/gateway.py). No trailing slashes: the clients call
 
 from django.urls import path, re_path
 
-from . import gateway, openapi
+from . import gateway, openapi, sse, uploads
 
 app_name = "api"
 
 urlpatterns = [
     path("openapi.json", openapi.openapi_json, name="openapi"),
-    path("v1/streams/<str:token>", gateway.stream, name="stream"),
+    path("v1/streams/<str:token>", sse.stream, name="stream"),
     path("v1/account", gateway.account, name="account"),
     path("v1/models", gateway.models, name="models"),
     path("v1/models/<str:owner>/<str:name>", gateway.model, name="model"),
@@ -33,6 +33,9 @@ urlpatterns = [
         gateway.output_file,
         name="file",
     ),
+    path("v1/files", uploads.files, name="files"),
+    path("v1/files/<str:file_id>", uploads.file, name="upload"),
+    path("v1/files/<str:file_id>/download", uploads.download, name="upload-download"),
     path("v1/webhooks/default/secret", gateway.webhook_secret, name="webhook_secret"),
     # Last: anything else under /api/ is Replicate's 404 (JSON, never a page or a redirect).
     re_path(r"", gateway.unknown),

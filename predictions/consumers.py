@@ -45,8 +45,7 @@ logger = logging.getLogger(__name__)
 FORBIDDEN = 4403
 # Close code for a path no consumer serves.
 NOT_FOUND = 4404
-# Re-read the row after these many seconds while a gap stays open, then every last one.
-HEAL_DELAYS = (0.25, 0.5, 1.0, 2.0, 5.0)
+HEAL_DELAYS = events.HEAL_DELAYS
 
 # Referenced until done, so the loop cannot garbage-collect them midway.
 _background: set[asyncio.Future[None]] = set()
@@ -172,13 +171,19 @@ class PredictionConsumer(JsonMessagesConsumer):
 
     view: LiveView | None = None  # the page as of `seq`: each event says what it changed
 
+    @property
+    def seq(self) -> int:
+        return self.order.seq
+
+    @property
+    def finished(self) -> bool:
+        return self.order.finished
+
     async def connect(self) -> None:
         self.prediction_id: uuid.UUID = self.scope["url_route"]["kwargs"]["pk"]
-        self.seq = 0
-        self.held: dict[int, dict[str, Any]] = {}
+        self.order = events.InOrder()
         self.heal_attempt = 0
         self.heal_scheduled = False
-        self.finished = False
         user = self.scope.get("user")
         # Accept first so the browser sees our close code, not a failed handshake.
         await self.accept()
@@ -215,13 +220,8 @@ class PredictionConsumer(JsonMessagesConsumer):
         if self.finished or event["seq"] <= self.seq:
             return
         metrics.relayed(message)  # about to go out on this socket
-        if event["type"] == events.DONE:
-            # The whole final prediction: correct whatever came (or did not) before it.
-            await self.deliver(event)
-            return
-        self.held[event["seq"]] = event
-        await self.flush_held()
-        if self.held and not self.heal_scheduled:
+        await self.deliver(self.order.add(event))
+        if self.order.gap and not self.heal_scheduled:
             await self.catch_up()
 
     async def prediction_refresh(self, message: dict[str, Any]) -> None:
@@ -231,7 +231,7 @@ class PredictionConsumer(JsonMessagesConsumer):
 
     async def prediction_heal(self, message: dict[str, Any]) -> None:
         self.heal_scheduled = False
-        if not self.held or self.finished:
+        if not self.order.gap or self.finished:
             return
         await self.catch_up(reread=True)
 
@@ -245,52 +245,34 @@ class PredictionConsumer(JsonMessagesConsumer):
             await self.close(code=FORBIDDEN)  # deleted meanwhile
             return
         message, self.view = snapshot
-        self.seq = message["seq"]
-        self.finished = message["finished"]
-        self.held = {seq: e for seq, e in self.held.items() if seq > self.seq}
+        self.order.restart(message["seq"], message["finished"])
         await self.send_json(message)
 
-    async def deliver(self, event: dict[str, Any]) -> None:
-        """Send the next event, with the page fragments it changed (drawn by the server)."""
-        fragments = self.view.apply(event) if self.view else {}
-        await self.send_json({**event, "fragments": fragments} if fragments else event)
-        self.seq = max(self.seq, event["seq"])
-        if event["type"] == events.DONE:
-            self.finished = True
-            self.held.clear()
-
-    async def flush_held(self) -> None:
-        while not self.finished and self.seq + 1 in self.held:
-            await self.deliver(self.held.pop(self.seq + 1))
-        self.held = {seq: e for seq, e in self.held.items() if seq > self.seq}
+    async def deliver(self, due: list[dict[str, Any]]) -> None:
+        """Send the events now due, each with the page fragments it changed (drawn by the
+        server)."""
+        for event in due:
+            fragments = self.view.apply(event) if self.view else {}
+            await self.send_json({**event, "fragments": fragments} if fragments else event)
 
     async def catch_up(self, reread: bool = False) -> None:
         """Fill gaps from the replay log; then, if one remains, from a newer row."""
         if self.finished:
             return
-        try:
-            logged = await events.replay_log().read(self.prediction_id, self.seq)
-        except Exception:
-            logger.warning("replay log unreadable; healing from the row", exc_info=True)
+        logged = await events.logged_after(self.prediction_id, self.seq)
+        if logged is None:
             logged, reread = [], True
-        done = next((e for e in logged if e["type"] == events.DONE), None)
-        for event in logged:
-            if event is not done:
-                self.held.setdefault(event["seq"], event)
-        await self.flush_held()
-        if done is not None:
-            await self.deliver(done)
-            return
-        if not self.held:
+        await self.deliver(self.order.add_logged(logged))
+        if not self.order.gap:  # (or finished: `done` ends every gap)
             self.heal_attempt = 0
             return
         if reread:
-            needed = min(self.held) - 1
+            needed = self.order.needed
             snapshot = await db(_snapshot)(self.prediction_id)
             if snapshot is not None and snapshot[0]["seq"] >= needed:
                 await self.send_snapshot(snapshot)
-                await self.flush_held()
-                if not self.held:
+                await self.deliver(self.order.due())
+                if not self.order.gap:
                     self.heal_attempt = 0
                     return
         self.schedule_heal()

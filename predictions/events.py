@@ -304,6 +304,80 @@ def replay_log() -> MemoryReplayLog | RedisReplayLog:
     return _replay_log
 
 
+# ---------------------------------------------------------------------------- watching
+
+# A watcher with a gap the replay log could not fill re-reads the row after these many
+# seconds, then every last one (the runner writes about once a second).
+HEAL_DELAYS = (0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+class InOrder:
+    """What one watcher (a websocket, an SSE stream) has of a prediction's numbered events,
+    and the events it may apply next: seq k+1, k+2, … after the row it read at seq k.
+
+    Anything older than what it has is dropped; anything newer waits in `held` until the
+    gap before it is filled (from the replay log, or by re-reading the row: `restart`).
+    `done` is due at once, whatever came before it: it carries the whole final prediction.
+    """
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.finished = False
+        self.held: dict[int, dict[str, Any]] = {}
+
+    def restart(self, seq: int, finished: bool) -> None:
+        """The watcher (re-)read the row, as of `seq`."""
+        self.seq = seq
+        self.finished = finished
+        self.held = {s: e for s, e in self.held.items() if s > seq}
+
+    def add(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        """Take an event (live or logged); return the events now due, in order."""
+        if self.finished or event["seq"] <= self.seq:
+            return []
+        if event["type"] == DONE:
+            self.seq = max(self.seq, event["seq"])
+            self.finished = True
+            self.held.clear()
+            return [event]
+        self.held[event["seq"]] = event
+        return self.due()
+
+    def due(self) -> list[dict[str, Any]]:
+        """The held events that follow on from `seq` (after a restart, say), in order."""
+        due = []
+        while not self.finished and self.seq + 1 in self.held:
+            due.append(self.held.pop(self.seq + 1))
+            self.seq += 1
+        return due
+
+    def add_logged(self, logged: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Take what the replay log has after `seq`: its `done` last, after the rest."""
+        done = [e for e in logged if e["type"] == DONE][:1]
+        due = self.due() + [d for e in logged if e["type"] != DONE for d in self.add(e)]
+        return due + [d for e in done for d in self.add(e)]
+
+    @property
+    def gap(self) -> bool:
+        """Whether events wait for one that has not come."""
+        return bool(self.held)
+
+    @property
+    def needed(self) -> int:
+        """The seq a row must have reached to fill the gap."""
+        return min(self.held) - 1
+
+
+async def logged_after(prediction_id: uuid.UUID | str, after: int) -> list[dict[str, Any]] | None:
+    """The replay log's events after `after`; None when the log cannot be read (then heal
+    from the row)."""
+    try:
+        return await replay_log().read(prediction_id, after)
+    except Exception:
+        logger.warning("replay log unreadable; healing from the row", exc_info=True)
+        return None
+
+
 # ---------------------------------------------------------------------------- progress
 
 # tqdm's default line: " 45%|████▌     | 45/100 [00:04<00:05, 9.98it/s]"

@@ -48,7 +48,7 @@ from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import api_shapes, deliveries, events, executors, runner, throttles
+from . import api_shapes, deliveries, events, executors, runner, throttles, uploads
 from .api_shapes import iso as _iso
 from .database import RETRY_AFTER_SECONDS, db
 from .forms import PredictionForm
@@ -165,18 +165,6 @@ def _json_body(request: HttpRequest) -> dict[str, Any] | JsonResponse:
 # ---------------------------------------------------------------------------- auth, limits
 
 
-def presented_key(request: HttpRequest) -> str:
-    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-    return credential.strip() if scheme.lower() in ("bearer", "token") else ""
-
-
-def authenticate(presented: str) -> ApiKey | None:
-    key = ApiKey.objects.authenticate(presented)
-    if key is not None:
-        key.mark_used()
-    return key
-
-
 def api(*methods: str, creates: bool = False) -> Callable[[View], Callable[..., Any]]:
     """Make `view(request, key, ...)` a gateway endpoint: methods, key, rate limit, JSON
     errors. An async view awaits what it needs; a plain one runs as one `db()` unit.
@@ -195,11 +183,11 @@ def api(*methods: str, creates: bool = False) -> Callable[[View], Callable[..., 
                 refused["Allow"] = ", ".join(methods)
                 return refused
             try:
-                presented = presented_key(request)
+                presented = ApiKey.objects.presented(request.headers.get("Authorization", ""))
                 if not presented:
                     detail = "You did not pass an authentication token"
                     return problem(401, "Unauthenticated", detail)
-                key = await db(authenticate)(presented)
+                key = await db(ApiKey.objects.use)(presented)
                 if key is None:
                     detail = "You did not pass a valid authentication token"
                     return problem(401, "Unauthenticated", detail)
@@ -518,6 +506,8 @@ async def _create(
         return invalid_input(
             [{"type": "invalid_type", "field": "input", "description": description}]
         )
+    # Files the client uploaded first (its `urls.get` as the value) go upstream as data.
+    data = await db(uploads.inline_own_files)(user, data)
     input_schema = (await db(model.schema_for)(version))[0]
     form = PredictionForm(model, input_schema, data)
     if not form.is_valid():
@@ -668,10 +658,3 @@ def output_file(
 def unknown(request: HttpRequest) -> HttpResponse:
     """Anything else under /api/: Replicate's 404, never an HTML page or a redirect."""
     return not_found()
-
-
-@login_not_required
-def stream(request: HttpRequest, token: str) -> HttpResponse:
-    return JsonResponse(
-        {"title": "Not found", "detail": "Not built yet.", "status": 404}, status=404
-    )

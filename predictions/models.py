@@ -614,6 +614,19 @@ class ApiKeyQuerySet(models.QuerySet):
         unexpired = Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
         return self.filter(unexpired, revoked_at__isnull=True, user__is_active=True)
 
+    def presented(self, authorization: str) -> str:
+        """The key in an `Authorization: Bearer <key>` header (or Replicate's older
+        `Token <key>`); empty if there is none."""
+        scheme, _, credential = authorization.partition(" ")
+        return credential.strip() if scheme.lower() in ("bearer", "token") else ""
+
+    def use(self, presented: str) -> "ApiKey | None":
+        """The live key `presented` is, marked used now; None if it is no such key."""
+        key = self.authenticate(presented)
+        if key is not None:
+            key.mark_used()
+        return key
+
     def authenticate(self, presented: str) -> "ApiKey | None":
         """The live key that `presented` is, or None (unknown, revoked, expired, malformed)."""
         match = ApiKey.FORMAT.match(presented)
@@ -747,5 +760,59 @@ class WebhookSubscription(models.Model):
 @receiver(post_delete, sender=OutputFile)
 def delete_archived_file(sender: type[OutputFile], instance: OutputFile, **kwargs: object) -> None:
     """Deleting a prediction (or one of its files) frees the storage, once the delete sticks."""
+    if instance.file:
+        transaction.on_commit(lambda: instance.file.delete(save=False))
+
+
+def _new_upload_id() -> str:
+    return secrets.token_urlsafe(18)  # 24 characters, as unguessable as a key's secret
+
+
+def _upload_expiry() -> datetime:
+    return timezone.now() + timedelta(hours=settings.API_FILE_TTL_HOURS)
+
+
+class UploadQuerySet(models.QuerySet):
+    def live(self) -> "UploadQuerySet":
+        return self.filter(expires_at__gt=timezone.now())
+
+    def owned_by(self, user: User) -> "UploadQuerySet":
+        """The user's own unexpired files: nobody else's, not even for staff."""
+        if not user.is_authenticated:
+            return self.none()
+        return self.live().filter(owner_id=user.pk)
+
+
+class Upload(models.Model):
+    """A file a member uploaded through the gateway's files API (Replicate's /v1/files),
+    to pass as an input: the console inlines it for upstream, which cannot reach us."""
+
+    id = models.CharField(primary_key=True, max_length=32, default=_new_upload_id, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="uploads"
+    )
+    file = models.FileField(upload_to="uploads/%Y/%m/%d/")
+    name = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=100)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    md5 = models.CharField(max_length=32)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(default=_upload_expiry)
+
+    objects = UploadQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["owner", "-created_at"], name="upload_owner_created")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+
+@receiver(post_delete, sender=Upload)
+def delete_uploaded_file(sender: type[Upload], instance: Upload, **kwargs: object) -> None:
+    """Deleting an upload frees its storage, once the delete sticks."""
     if instance.file:
         transaction.on_commit(lambda: instance.file.delete(save=False))

@@ -449,6 +449,10 @@ AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 PREDICTION_LEASE_SECONDS = env_number("PREDICTION_LEASE_SECONDS", 30)
 # Output files larger than this are not archived: the output keeps the upstream URL.
 PREDICTION_MAX_FILE_BYTES = int(env_number("PREDICTION_MAX_FILE_BYTES", 100 * 1024 * 1024))
+# The gateway's files API (/api/v1/files): the largest upload (Replicate's limit), and how
+# long an upload lives (Replicate keeps them a day).
+API_FILE_MAX_BYTES = int(env_number("API_FILE_MAX_BYTES", 100 * 1024 * 1024))
+API_FILE_TTL_HOURS = env_number("API_FILE_TTL_HOURS", 24)
 
 # Celery: configured from here by project/celery.py (namespace CELERY_).
 CELERY_BROKER_URL = REDIS_URL or "memory://"

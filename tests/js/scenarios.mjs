@@ -2,6 +2,7 @@
 //   SANDBOX_URL=http://127.0.0.1:8000/sandbox SANDBOX_TOKEN=r8_... node scenarios.mjs <name>
 // Prints what the scenario saw as one JSON line; tests/test_js_client.py checks it.
 import Replicate from "replicate";
+import streams from "replicate/lib/stream.js";
 
 const replicate = new Replicate({
   auth: process.env.SANDBOX_TOKEN,
@@ -58,6 +59,18 @@ const scenarios = {
       if (event.event === "output") text += event.data;
     }
     return { text, events: [...new Set(events)] };
+  },
+
+  // A stream URL read as the client reads `urls.stream` (no token): STREAM_URL.
+  async "stream-url"() {
+    const events = [];
+    let text = "";
+    const stream = streams.createReadableStream({ url: process.env.STREAM_URL, fetch });
+    for await (const event of stream) {
+      events.push([event.event, event.id]);
+      if (event.event === "output") text += event.data;
+    }
+    return { text, events };
   },
 
   async "files-create-with-metadata"() {

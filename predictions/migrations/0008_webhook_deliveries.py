@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('predictions', '0006_api_keys'),
+        ('predictions', '0007_upload'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
