@@ -436,13 +436,17 @@ def test_whitespace_defaults_survive_a_round_trip() -> None:
 # ---------------------------------------------------------------------------- snippet
 
 
-def test_the_api_snippet_is_python_for_async_run() -> None:
+def test_the_api_snippet_is_python_for_async_run_through_the_gateway() -> None:
     model = model_for(flux_resolved(), version="a" * 64)
 
-    snippet = api_snippet(model, {"prompt": 'say "hi"', "go_fast": False, "seed": None})
+    snippet = api_snippet(
+        model, {"prompt": 'say "hi"', "go_fast": False, "seed": None}, "https://console.example"
+    )
 
-    assert f'"acme/thing:{"a" * 64}"' in snippet
-    assert "await replicate.async_run(" in snippet
+    assert 'replicate.Client(base_url="https://console.example/api")' in snippet
+    assert "https://console.example/account/keys/" in snippet
+    assert '"acme/thing",' in snippet  # by name: the gateway runs the catalogue's version
+    assert "await client.async_run(" in snippet
     assert '"prompt": "say \\"hi\\""' in snippet
     assert '"go_fast": False' in snippet and '"seed": None' in snippet
     compile(snippet, "snippet", "exec")

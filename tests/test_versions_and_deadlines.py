@@ -18,7 +18,8 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from predictions import runner
-from predictions.models import ApiToken, Prediction
+from predictions.models import ApiToken, CatalogModel, Prediction
+from predictions.schema import api_snippet
 from sandbox.demo_models import MODELS
 from tests.engine_helpers import MakeModel, submit, wait_until_finished
 
@@ -247,12 +248,11 @@ async def test_run_again_over_the_websocket_runs_the_parent_s_version(
     assert final.output == "echo v2: x"
 
 
-def test_the_api_snippet_of_a_community_model_names_its_version() -> None:
-    from predictions.models import CatalogModel
-    from predictions.schema import api_snippet
-
+def test_the_api_snippet_runs_community_and_official_models_by_name_through_the_gateway() -> None:
+    # Replicate itself runs a community model only with a version; the gateway runs the
+    # version the catalogue runs, so the snippet names the model alone either way.
     community = CatalogModel(owner="lucataco", name="xtts-v2", schema_version="a" * 64)
     official = CatalogModel(owner="sandbox", name="text", schema_version="b" * 64, is_official=True)
 
-    assert f'"lucataco/xtts-v2:{"a" * 64}"' in api_snippet(community, {})
-    assert '"sandbox/text",' in api_snippet(official, {})
+    assert '"lucataco/xtts-v2",' in api_snippet(community, {}, "http://c")
+    assert '"sandbox/text",' in api_snippet(official, {}, "http://c")
