@@ -28,6 +28,7 @@ from predictions.models import ApiKey, CatalogModel, Prediction
 from sandbox.demo_models import MODELS
 from tests.console_server import ConsoleServer, console_env, free_port
 from tests.engine_helpers import MakeModel, expected_text
+from tests.test_gateway_files import PNG as PNG_1X1
 from tests.test_js_client import js_client, run_scenario  # noqa: F401 (js_client: a fixture)
 from tests.waiting import wait_for
 
@@ -706,3 +707,27 @@ def test_the_javascript_client_runs_and_cancels_through_the_gateway(
     assert uuid.UUID(seen["fetchedId"])
     assert (seen["createdStatus"], seen["canceledStatus"]) == ("starting", "canceled")
     assert seen["listed"] is True
+
+
+@processes
+@pytest.mark.django_db(transaction=True)
+async def test_a_file_input_is_uploaded_by_the_client_and_reaches_the_model(
+    console: ConsoleServer, sandbox_model: MakeModel, member: User, tmp_path: Any
+) -> None:
+    await sandbox_model("image")
+    picture = tmp_path / "init.png"
+    picture.write_bytes(PNG_1X1)
+    client = official_client(console, await akey(member))
+
+    with picture.open("rb") as handle:
+        output = await client.async_run(
+            "sandbox/image",
+            input={"prompt": "over it", "image": handle, "num_inference_steps": 1},
+        )
+
+    assert len(output) == 1
+    row = await Prediction.objects.aget(owner=member)
+    # The client uploaded it to the gateway's files API and sent its URL; the model got
+    # the file itself (upstream cannot reach the console's API).
+    assert row.status == "succeeded"
+    assert row.input["image"].startswith("data:image/png;base64,")
