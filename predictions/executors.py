@@ -166,6 +166,7 @@ class InlineExecutor:
                 for prediction_id in await db(Prediction.objects.claimable)(lease):
                     self._spawn(prediction_id)
                 await deliveries.deliver_due()  # `completed` webhooks still owed
+                await db(tasks.forget_expired_uploads)()
             except Exception:
                 logger.exception("inline reconciler failed; trying again")
             await asyncio.sleep(max(1.0, lease / 3))

@@ -776,6 +776,9 @@ class UploadQuerySet(models.QuerySet):
     def live(self) -> "UploadQuerySet":
         return self.filter(expires_at__gt=timezone.now())
 
+    def expired(self) -> "UploadQuerySet":
+        return self.filter(expires_at__lte=timezone.now())
+
     def owned_by(self, user: User) -> "UploadQuerySet":
         """The user's own unexpired files: nobody else's, not even for staff."""
         if not user.is_authenticated:

@@ -32,7 +32,7 @@ from celery.signals import worker_process_shutdown, worker_ready, worker_shuttin
 from django.utils import timezone
 
 from . import deliveries, health, runner
-from .models import Prediction, WebhookEvent
+from .models import Prediction, Upload, WebhookEvent
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +107,20 @@ def reconcile_predictions() -> int:
         run_prediction.delay(str(prediction_id))
     worker_loop.run(deliveries.deliver_due())
     WebhookEvent.objects.filter(received_at__lt=timezone.now() - WEBHOOK_MEMORY).delete()
+    forget_expired_uploads()
     if stale:
         logger.info("reconciler resumed %d predictions", len(stale))
     return len(stale)
+
+
+def forget_expired_uploads() -> int:
+    """Delete the gateway's uploaded files past their expiry (their storage goes too), a
+    batch at a time: the reconcilers call this."""
+    expired = list(Upload.objects.expired().values_list("pk", flat=True)[:500])
+    # One by one, so each file's post_delete frees its storage.
+    for upload in Upload.objects.filter(pk__in=expired):
+        upload.delete()
+    return len(expired)
 
 
 @worker_ready.connect

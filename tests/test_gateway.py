@@ -731,3 +731,21 @@ async def test_a_file_input_is_uploaded_by_the_client_and_reaches_the_model(
     # the file itself (upstream cannot reach the console's API).
     assert row.status == "succeeded"
     assert row.input["image"].startswith("data:image/png;base64,")
+
+
+@processes
+@pytest.mark.django_db(transaction=True)
+async def test_async_stream_through_the_gateway_gives_exactly_the_text(
+    console: ConsoleServer, sandbox_model: MakeModel, member: User
+) -> None:
+    await sandbox_model("text")
+    client = official_client(console, await akey(member))
+    streamed = {**TEXT_INPUT, "prompt": "streamed", "max_tokens": 40, "token_delay_ms": 10}
+
+    events = await client.async_stream("sandbox/text", input=streamed)
+    chunks = [str(event) async for event in events]
+
+    assert "".join(chunks) == expected_text("streamed", 1, 40)
+    assert len(chunks) > 1  # as it was written, not all at the end
+    row = await Prediction.objects.aget(owner=member)
+    assert row.source == "api" and row.status == "succeeded"

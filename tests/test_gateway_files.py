@@ -17,14 +17,16 @@ import replicate
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.test import override_settings
+from django.utils import timezone
 from replicate.exceptions import ReplicateError
 from replicate.helpers import async_encode_json
 
-from predictions import uploads
+from predictions import tasks, uploads
 from predictions.database import db
 from predictions.models import ApiKey, Upload
 from project.asgi import application
 from tests.asgi_http import StreamingASGITransport
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -317,3 +319,25 @@ async def test_another_users_file_is_never_inlined(
     inlined = await db(uploads.inline_own_files)(stranger, {"image": url, "list": [url]})
 
     assert inlined == {"image": url, "list": [url]}
+
+
+async def test_expired_uploads_are_forgotten_by_the_reconciler_storage_and_all(
+    member: User, http: httpx.AsyncClient
+) -> None:
+    key = await key_for(member)
+    kept = (await upload(http, key, PNG, "kept.png")).json()
+    gone = (await upload(http, key, PNG, "gone.png")).json()
+    old = await Upload.objects.aget(pk=gone["id"])
+    await Upload.objects.filter(pk=old.pk).aupdate(expires_at=timezone.now())
+
+    assert await sync_to_async(tasks.forget_expired_uploads)() == 1
+
+    assert await Upload.objects.filter(pk=kept["id"]).aexists()
+    assert not await Upload.objects.filter(pk=gone["id"]).aexists()
+    stored = old.file.name
+
+    async def freed() -> bool:
+        return not await sync_to_async(old.file.storage.exists)(stored)
+
+    await wait_for(freed, what="the expired file's storage freed")
+    assert (await http.get(f"/api/v1/files/{gone['id']}", headers=auth(key))).status_code == 404
