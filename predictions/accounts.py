@@ -1,17 +1,19 @@
-"""A member's own account pages: personal API keys for the gateway (/account/keys/)."""
+"""A member's own account pages: personal API keys for the gateway (/account/keys/), and
+how to use them from code (/account/api/)."""
 
 from datetime import datetime, timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .models import ApiKey
+from .models import ApiKey, CatalogModel
 from .responses import see_other
 
 # How long a new key works; "never" is an empty choice.
@@ -64,3 +66,16 @@ def revoke_api_key(request: HttpRequest, pk: int) -> HttpResponse:
     key.revoke()
     messages.success(request, f"Revoked “{key.name}” ({key.prefix}…): it stops working now.")
     return see_other(reverse("predictions:api_keys"))
+
+
+@require_GET
+def use_from_code(request: HttpRequest) -> HttpResponse:
+    first = CatalogModel.objects.runnable_by(request.user).order_by("owner", "name").first()
+    context = {
+        "nav": "account",
+        "api_base": request.build_absolute_uri("/api"),
+        "example": first.ref if first else "owner/model",
+        "create_limit": settings.API_CREATE_RATE_LIMIT.replace("/", " a "),
+        "call_limit": settings.API_RATE_LIMIT.replace("/", " a "),
+    }
+    return render(request, "account/api.html", context)

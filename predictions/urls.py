@@ -15,5 +15,6 @@ urlpatterns = [
     path("predictions/<uuid:pk>/files/<int:position>/", views.output_file, name="file"),
     path("account/keys/", accounts.api_keys, name="api_keys"),
     path("account/keys/<int:pk>/revoke/", accounts.revoke_api_key, name="revoke_api_key"),
+    path("account/api/", accounts.use_from_code, name="use_from_code"),
     path("webhooks/replicate/", webhooks.replicate_webhook, name="webhook"),
 ]

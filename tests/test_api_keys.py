@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
 
-from predictions.models import ApiKey
+from predictions.models import ApiKey, CatalogModel
 
 KEY = re.compile(r"rcp_[0-9a-f]{8}_[A-Za-z0-9_-]{43}")
 
@@ -111,3 +111,20 @@ def test_staff_list_and_revoke_keys_in_the_admin_but_never_read_or_add_one(
     )
     assert answer.status_code == 302
     assert ApiKey.objects.authenticate(plaintext) is None
+
+
+def test_the_use_it_from_code_page_shows_this_console_s_gateway(
+    client: Client, alice: User
+) -> None:
+    CatalogModel.objects.create(owner="sandbox", name="text")
+    client.force_login(alice)
+
+    page = client.get("/account/api/").content.decode()
+
+    assert 'replicate.Client(base_url="http://testserver/api")' in page
+    assert 'baseUrl: "http://testserver/api/v1"' in page
+    assert "http://testserver/api/v1/models/sandbox/text/predictions" in page
+    assert 'href="/api/openapi.json"' in page and "600 a minute" in page
+    assert 'href="/account/api/"' in client.get("/account/keys/").content.decode()
+    client.logout()
+    assert client.get("/account/api/").status_code == 302
