@@ -124,9 +124,9 @@ def assert_ids_are_offsets(seen: list[Event], start: tuple[int, int] = (0, 0)) -
 
 
 async def start_text(
-    model: CatalogModel, user: User, tokens: int = 80, delay: int = 10
+    model: CatalogModel, user: User, tokens: int = 80, delay: int = 10, prompt: str = ""
 ) -> tuple[Prediction, str]:
-    prompt = f"stream {uuid.uuid4().hex}"
+    prompt = prompt or f"stream {uuid.uuid4().hex}"
     prediction = await submit(
         model, user, prompt=prompt, seed=5, max_tokens=tokens, token_delay_ms=delay
     )
@@ -153,7 +153,9 @@ async def test_a_finished_prediction_streams_its_whole_text_its_logs_then_done(
 async def test_a_live_stream_gives_exactly_the_text_with_offsets_as_ids(
     sandbox_model: MakeModel, member: User
 ) -> None:
-    prediction, expected = await start_text(await sandbox_model("text"), member)
+    # A prompt whose text has line breaks (the sandbox's text follows from the prompt).
+    model = await sandbox_model("text")
+    prediction, expected = await start_text(model, member, prompt="stream lines 0")
 
     async with open_stream(api_shapes.stream_url(prediction.pk)) as reader:
         seen = await reader.rest()
