@@ -87,7 +87,8 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format .
 
 # Each run counts its metrics afresh (the console processes tests start share them).
-TEST_METRICS = rm -rf $(VAR_DIR)/test-metrics && PROMETHEUS_MULTIPROC_DIR=$(VAR_DIR)/test-metrics
+# SQLite without WAL: see SQLITE_JOURNAL_MODE in project/settings.py.
+TEST_METRICS = rm -rf $(VAR_DIR)/test-metrics && SQLITE_JOURNAL_MODE=DELETE PROMETHEUS_MULTIPROC_DIR=$(VAR_DIR)/test-metrics
 
 test: lint
 	$(TEST_METRICS) $(BIN)/pytest $(PYTEST_ARGS)

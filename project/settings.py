@@ -236,11 +236,18 @@ TEMPLATES = [
 
 
 # WAL + IMMEDIATE let the web process and its prediction tasks write without
-# "database is locked" surprises.
+# "database is locked" surprises. `make test` uses DELETE: its many console processes on
+# one SQLite file (a shape only tests have; several processes means PostgreSQL) broke a
+# WAL connection now and then ("disk I/O error", "database disk image is malformed").
+SQLITE_JOURNAL_MODE = env_str("SQLITE_JOURNAL_MODE", "WAL")
+if SQLITE_JOURNAL_MODE not in ("WAL", "DELETE"):
+    raise ImproperlyConfigured(
+        f"SQLITE_JOURNAL_MODE must be WAL or DELETE, not {SQLITE_JOURNAL_MODE!r}"
+    )
 SQLITE_OPTIONS = {
     "transaction_mode": "IMMEDIATE",
     "timeout": 20,
-    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "init_command": f"PRAGMA journal_mode={SQLITE_JOURNAL_MODE}; PRAGMA synchronous=NORMAL;",
 }
 
 

@@ -110,6 +110,9 @@ def test_a_var_made_by_an_older_console_is_made_private(tmp_path: Path) -> None:
         ("SUBMIT_RATE_LIMIT", "lots"),
         ("LOGIN_FAILURE_LIMIT", "five"),
         ("LOGIN_LOCKOUT_MINUTES", "-1"),
+        ("SQLITE_JOURNAL_MODE", "OFF"),
+        ("API_RATE_LIMIT", "many"),
+        ("WEBHOOK_ALLOW_PRIVATE_HOSTS", "yes please"),
     ],
 )
 def test_a_malformed_value_stops_start_up_naming_the_variable(

@@ -21,7 +21,7 @@ from replicate.webhook import WebhookSigningSecret
 
 from predictions import deliveries
 from predictions.models import ApiKey, Prediction, WebhookSecret, WebhookSubscription
-from tests.console_server import ConsoleServer, console_env, free_port
+from tests.console_server import ConsoleServer
 from tests.engine_helpers import MakeModel, expected_text
 from tests.test_gateway import text_model  # noqa: F401 (a fixture)
 from tests.waiting import wait_for
@@ -170,18 +170,12 @@ def test_a_create_with_a_webhook_the_console_will_not_call_is_a_422_and_runs_not
 # ---------------------------------------------------------------------------- the client
 
 
-@pytest.fixture(scope="module")
-def console(django_db_setup: None) -> Iterator[ConsoleServer]:
-    server = ConsoleServer(
-        free_port(),
-        console_env(
-            PREDICTION_EXECUTOR="inline",
-            SUBMIT_RATE_LIMIT="100000/minute",
-            WEBHOOK_ALLOW_PRIVATE_HOSTS="1",  # the receiver is on this machine
-        ),
+@pytest.fixture
+def console(console_servers: Any) -> ConsoleServer:
+    return console_servers(
+        SUBMIT_RATE_LIMIT="100000/minute",
+        WEBHOOK_ALLOW_PRIVATE_HOSTS="1",  # the receiver is on this machine
     )
-    yield server
-    server.stop()
 
 
 processes = pytest.mark.processes
