@@ -429,9 +429,9 @@ class Prediction(models.Model):
         CANCELED = "canceled"
 
     class Source(models.TextChoices):
-        WEB = "web"
-        WEBSOCKET = "websocket"
-        API = "api"
+        WEB = "web", "Web"
+        WEBSOCKET = "websocket", "Websocket"
+        API = "api", "API"
 
     ACTIVE_STATUSES = (Status.QUEUED, Status.STARTING, Status.PROCESSING)
     TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELED)
