@@ -190,20 +190,17 @@ def _record(subscription_id: int, problem: str | None) -> int:
     if problem is None:
         sub.delivered_at, sub.next_attempt_at, sub.last_error = now, None, ""
     else:
-        doublings = max(0, sub.attempts - len(QUICK_RETRIES) - 1)
-        wait = min(REDELIVERY_FIRST * 2**doublings, REDELIVERY_MAX)
+        if sub.attempts <= len(QUICK_RETRIES):  # the follower tries again soon
+            wait = timedelta(seconds=QUICK_RETRIES[sub.attempts - 1])
+        else:
+            doublings = sub.attempts - len(QUICK_RETRIES) - 1
+            wait = min(REDELIVERY_FIRST * 2**doublings, REDELIVERY_MAX)
         sub.next_attempt_at = now + wait if sub.attempts < MAX_ATTEMPTS else None
         sub.last_error = problem[:500]
         if sub.next_attempt_at is None:
             sub.last_error = f"Gave up after {sub.attempts} attempts: {problem}"[:500]
     sub.save(update_fields=["attempts", "delivered_at", "next_attempt_at", "last_error"])
     return sub.attempts
-
-
-def _allow_now(subscription_id: int) -> None:
-    WebhookSubscription.objects.filter(pk=subscription_id, delivered_at__isnull=True).update(
-        next_attempt_at=timezone.now()
-    )
 
 
 async def deliver_completed(subscription_id: int) -> bool:
@@ -219,12 +216,12 @@ async def deliver_completed(subscription_id: int) -> bool:
 
 
 async def _deliver_with_retries(subscription_id: int) -> None:
-    await db(_allow_now)(subscription_id)
+    """Now, then the quick retries (each attempt sets when the next is due, and only the
+    one who claims it sends, so a reconciler running meanwhile never doubles it)."""
     if await deliver_completed(subscription_id):
         return
     for wait in QUICK_RETRIES:
         await asyncio.sleep(wait)
-        await db(_allow_now)(subscription_id)
         if await deliver_completed(subscription_id):
             return
     # The reconcilers carry on from here (next_attempt_at says when).

@@ -561,7 +561,7 @@ async def _webhook(
         await deliveries.resolve_target(url)
     except deliveries.RefusedTarget as exc:
         return invalid_input([{"type": "invalid", "field": "webhook", "description": str(exc)}])
-    return WebhookSubscription(url=url, events=sorted(set(wanted)), base_url=console_url(request))
+    return WebhookSubscription.for_create(url, wanted, console_url(request))
 
 
 @api("GET")

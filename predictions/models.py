@@ -756,6 +756,13 @@ class WebhookSubscription(models.Model):
             self.completed_id = f"msg_{secrets.token_hex(16)}"
         super().save(*args, **kwargs)
 
+    @classmethod
+    def for_create(cls, url: str, events: list[str], base_url: str) -> "WebhookSubscription":
+        """What a create asks for (unsaved). A wanted `completed` is due from the start, so
+        the reconcilers deliver it once the prediction ends, whoever else does not."""
+        due = timezone.now() if "completed" in events else None
+        return cls(url=url, events=sorted(set(events)), base_url=base_url, next_attempt_at=due)
+
 
 @receiver(post_delete, sender=OutputFile)
 def delete_archived_file(sender: type[OutputFile], instance: OutputFile, **kwargs: object) -> None:

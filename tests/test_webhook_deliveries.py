@@ -267,13 +267,9 @@ async def test_a_completed_webhook_still_owed_is_delivered_by_the_reconciler(
     prediction = await Prediction.objects.acreate(
         owner=member, model_ref="sandbox/text", status="succeeded", output=["hi"]
     )
-    subscription = await WebhookSubscription.objects.acreate(
-        prediction=prediction,
-        url=receiver.url,
-        events=["completed"],
-        base_url="http://console.test",
-        next_attempt_at=timezone.now(),
-    )
+    subscription = WebhookSubscription.for_create(receiver.url, ["completed"], "http://c.test")
+    subscription.prediction = prediction
+    await subscription.asave()
 
     assert await deliveries.deliver_due() == 1
     assert await deliveries.deliver_due() == 0  # once
