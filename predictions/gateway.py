@@ -65,7 +65,7 @@ from .models import (
     encode_cursor,
 )
 from .presenters import archived_file
-from .responses import console_url
+from .responses import console_url, not_found, problem, unauthenticated
 
 logger = logging.getLogger(__name__)
 
@@ -90,17 +90,6 @@ View = Callable[..., Any]
 
 
 # ---------------------------------------------------------------------------- answers
-
-
-def problem(status: int, title: str, detail: str, **extra: Any) -> JsonResponse:
-    body = {"title": title, "detail": detail, "status": status, **extra}
-    return JsonResponse(body, status=status, content_type="application/problem+json")
-
-
-def not_found() -> JsonResponse:
-    # Replicate's body exactly: no title.
-    body = {"detail": "The requested resource could not be found", "status": 404}
-    return JsonResponse(body, status=404, content_type="application/problem+json")
 
 
 def throttled(retry_after: int) -> JsonResponse:
@@ -184,13 +173,9 @@ def api(*methods: str, creates: bool = False) -> Callable[[View], Callable[..., 
                 return refused
             try:
                 presented = ApiKey.objects.presented(request.headers.get("Authorization", ""))
-                if not presented:
-                    detail = "You did not pass an authentication token"
-                    return problem(401, "Unauthenticated", detail)
-                key = await db(ApiKey.objects.use)(presented)
+                key = await db(ApiKey.objects.use)(presented) if presented else None
                 if key is None:
-                    detail = "You did not pass a valid authentication token"
-                    return problem(401, "Unauthenticated", detail)
+                    return unauthenticated(bool(presented))
                 if creates and request.method == "POST":
                     name, rates = "api-create", settings.API_CREATE_RATE_LIMIT
                 else:

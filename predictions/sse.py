@@ -44,7 +44,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 from django.contrib.auth.decorators import login_not_required
-from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
@@ -52,6 +52,7 @@ from . import events
 from .api_shapes import streamed_prediction
 from .database import db
 from .models import Prediction
+from .responses import not_found, problem
 
 logger = logging.getLogger(__name__)
 
@@ -338,24 +339,17 @@ async def relay_events(prediction_id: uuid.UUID, relay: Relay) -> AsyncIterator[
             await layer.group_discard(group, channel)
 
 
-def _not_found() -> JsonResponse:
-    # Replicate's own body for an unknown resource (no title).
-    body = {"detail": "The requested resource could not be found", "status": 404}
-    return JsonResponse(body, status=404, content_type="application/problem+json")
-
-
 @csrf_exempt  # changes nothing, and no cookie is read: a wrong method gets JSON, not a page
 @login_not_required
 async def stream(request: HttpRequest, token: str) -> HttpResponseBase:
     """`urls.stream`: no key needed, the URL is the capability."""
     if request.method != "GET":
-        body = {"title": "Method not allowed", "detail": "Use GET.", "status": 405}
-        refused = JsonResponse(body, status=405, content_type="application/problem+json")
+        refused = problem(405, "Method not allowed", "Use GET.")
         refused["Allow"] = "GET"
         return refused
     prediction_id = streamed_prediction(token)
     if prediction_id is None or not await db(_exists)(prediction_id):
-        return _not_found()
+        return not_found()
     resume = Resume.parse(request.headers.get("Last-Event-ID", ""))
     relay = Relay(resume, request.build_absolute_uri)
     response = StreamingHttpResponse(

@@ -44,6 +44,7 @@ from . import untrusted
 from .database import db
 from .models import ApiKey, Upload
 from .presenters import media_kind
+from .responses import not_found, problem, unauthenticated
 
 # GET /v1/files answers this many a page (Replicate's page size).
 PAGE_SIZE = 100
@@ -75,26 +76,6 @@ _FAMILIES = {"video/mp4": ("video/", "audio/mp4", "audio/aac", "image/avif")}
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def problem(status: int, title: str, detail: str, **extra: Any) -> JsonResponse:
-    """An error as Replicate answers it: RFC 7807 JSON."""
-    body = {"title": title, "detail": detail, "status": status, **extra}
-    return JsonResponse(body, status=status, content_type="application/problem+json")
-
-
-def not_found() -> JsonResponse:
-    body = {"detail": "The requested resource could not be found", "status": 404}
-    return JsonResponse(body, status=404, content_type="application/problem+json")
-
-
-def unauthenticated(presented: bool) -> JsonResponse:
-    detail = "You did not pass an authentication token"
-    if presented:
-        detail = "You did not pass a valid authentication token"
-    response = problem(401, "Unauthenticated", detail)
-    response["WWW-Authenticate"] = "Bearer"
-    return response
 
 
 def presented_key(request: HttpRequest) -> str:
